@@ -1,0 +1,312 @@
+//! CES: **C**ompress → **E**ncrypt → **S**hard, and back.
+//!
+//! Owns: content classification and the codec choice ([`detect`]), zstd
+//! ([`codec`]), XChaCha20-Poly1305 ([`seal`]), Reed-Solomon ([`shard`]), chunk
+//! and shard ids ([`ids`]), key derivation ([`keys`]) and the chunk manifest
+//! ([`manifest`]).
+//!
+//! May not: do I/O, spawn threads, or use async. Everything here is a pure
+//! function of its inputs, except [`Ces::encode`], which draws the nonce from
+//! the OS RNG ([`Ces::encode_with_nonce`] takes it as an argument).
+//!
+//! Invariants:
+//! * A shard reaches the Reed-Solomon decoder only after its BLAKE3 matched
+//!   the manifest (the codec cannot detect corruption).
+//! * Decoding returns the original bytes or a typed error, never other bytes:
+//!   the AEAD tag covers the ciphertext, and the associated data binds the
+//!   chunk id, plaintext length, codec and format version.
+//! * With all k data shards present and valid, decoding does no
+//!   Reed-Solomon work ([`DecodeReport::reconstructed`] is false).
+//! * Incompressible input is stored at its plaintext length plus the 16-byte
+//!   tag plus at most 2k − 1 bytes of shard padding.
+
+pub mod codec;
+pub mod detect;
+pub mod error;
+pub mod ids;
+pub mod keys;
+pub mod manifest;
+pub mod seal;
+pub mod shard;
+
+pub use codec::Codec;
+pub use detect::{CompressionPolicy, ContentClass, Hint};
+pub use error::{CesError, ManifestError, ParamError, Result, ShardFault};
+pub use ids::{ChunkId, ShardId};
+pub use keys::{KEY_LEN, MasterKey};
+pub use manifest::{FORMAT_VERSION, MAX_CHUNK_LEN, Manifest};
+pub use seal::{NONCE_LEN, TAG_LEN};
+pub use shard::ShardParams;
+
+use keys::DerivedKeys;
+
+/// The CES pipeline of one owner: derived keys plus the compression policy.
+/// Cheap to share across threads (`&Ces` is all encode/decode need).
+#[derive(Debug, Clone)]
+pub struct Ces {
+    keys: DerivedKeys,
+    policy: CompressionPolicy,
+}
+
+/// The result of encoding one chunk.
+#[derive(Debug, Clone)]
+pub struct EncodedChunk {
+    /// Describes the chunk; store it in the index.
+    pub manifest: Manifest,
+    /// What the classifier decided the chunk holds.
+    pub class: ContentClass,
+    /// All shards back to back, each `manifest.shard_len` bytes.
+    shards: Vec<u8>,
+}
+
+impl EncodedChunk {
+    /// Shard `i` (0..k+m), or None past the end.
+    pub fn shard(&self, i: usize) -> Option<&[u8]> {
+        let s = self.manifest.shard_len as usize;
+        self.shards
+            .get(i.checked_mul(s)?..i.checked_add(1)?.checked_mul(s)?)
+    }
+
+    /// All shards in index order.
+    pub fn shards(&self) -> std::slice::ChunksExact<'_, u8> {
+        self.shards.chunks_exact(self.manifest.shard_len as usize)
+    }
+
+    /// The manifest and the shard buffer (shard i at `i * shard_len`).
+    pub fn into_parts(self) -> (Manifest, Vec<u8>) {
+        (self.manifest, self.shards)
+    }
+}
+
+/// What decoding found on the way, for the healer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DecodeReport {
+    /// Shards that were given but failed verification.
+    pub corrupt: Vec<u16>,
+    /// Shard slots that were `None`.
+    pub missing: Vec<u16>,
+    /// True when Reed-Solomon decoding ran (some data shard was missing or bad).
+    pub reconstructed: bool,
+}
+
+impl Ces {
+    /// A pipeline keyed by `master`.
+    pub fn new(master: &MasterKey, policy: CompressionPolicy) -> Result<Self> {
+        policy.validate()?;
+        Ok(Ces {
+            keys: DerivedKeys::derive(master),
+            policy,
+        })
+    }
+
+    /// The compression policy in use.
+    pub fn policy(&self) -> &CompressionPolicy {
+        &self.policy
+    }
+
+    /// The chunk's identity: keyed BLAKE3 of its plaintext.
+    pub fn chunk_id(&self, plaintext: &[u8]) -> ChunkId {
+        self.keys.chunk_id(plaintext)
+    }
+
+    /// Encodes a chunk with a fresh random nonce.
+    pub fn encode(
+        &self,
+        plaintext: &[u8],
+        params: ShardParams,
+        hint: &Hint<'_>,
+    ) -> Result<EncodedChunk> {
+        let mut nonce = [0u8; NONCE_LEN];
+        getrandom::fill(&mut nonce).map_err(|_| CesError::Random)?;
+        self.encode_with_nonce(plaintext, params, hint, nonce)
+    }
+
+    /// Encodes a chunk with the given nonce. A nonce must never be reused with
+    /// the same chunk id and different bytes; [`Ces::encode`] draws a random
+    /// one, which is safe with XChaCha20's 192-bit nonces.
+    pub fn encode_with_nonce(
+        &self,
+        plaintext: &[u8],
+        params: ShardParams,
+        hint: &Hint<'_>,
+        nonce: [u8; NONCE_LEN],
+    ) -> Result<EncodedChunk> {
+        let plain_len = plaintext.len() as u64;
+        if plain_len > MAX_CHUNK_LEN {
+            return Err(ParamError::ChunkTooLarge {
+                len: plain_len,
+                max: MAX_CHUNK_LEN,
+            }
+            .into());
+        }
+        let chunk_id = self.keys.chunk_id(plaintext);
+        let (class, mut codec) = self.policy.choose(plaintext, hint);
+
+        // One allocation holds the payload, its tag, the padding and the parity.
+        let k = usize::from(params.k());
+        let worst_s =
+            params
+                .shard_len(plain_len + TAG_LEN as u64)
+                .ok_or(ParamError::ChunkTooLarge {
+                    len: plain_len,
+                    max: MAX_CHUNK_LEN,
+                })? as usize;
+        let capacity =
+            (worst_s * params.total()).max(zstd::zstd_safe::compress_bound(plaintext.len()));
+        let mut buf = Vec::with_capacity(capacity);
+        if let Codec::Zstd { level } = codec
+            && !codec::compress_into(plaintext, level.into(), &mut buf)
+        {
+            codec = Codec::None;
+        }
+        if codec == Codec::None {
+            buf.clear();
+            buf.extend_from_slice(plaintext);
+        }
+        let stored_len = buf.len() as u64;
+
+        let aad = seal::associated_data(FORMAT_VERSION, &chunk_id, plain_len, codec);
+        let tag = seal::seal(self.keys.chunk_key(&chunk_id), &nonce, &aad, &mut buf)?;
+        buf.extend_from_slice(&tag);
+
+        let sealed_len = buf.len() as u64;
+        let s = params
+            .shard_len(sealed_len)
+            .ok_or(ParamError::ChunkTooLarge {
+                len: plain_len,
+                max: MAX_CHUNK_LEN,
+            })?;
+        buf.resize(k * s as usize, 0);
+        shard::append_parity(&mut buf, params, s as usize)?;
+
+        let shard_ids = buf.chunks_exact(s as usize).map(ShardId::of).collect();
+        let manifest = Manifest {
+            codec,
+            params,
+            shard_len: s,
+            plain_len,
+            stored_len,
+            chunk_id,
+            nonce,
+            shard_ids,
+        };
+        debug_assert_eq!(manifest.validate(), Ok(()));
+        Ok(EncodedChunk {
+            manifest,
+            class,
+            shards: buf,
+        })
+    }
+
+    /// Rebuilds a chunk from any k valid shards. `shards[i]` is shard i or
+    /// None; exactly k + m slots. Shards are verified in index order (data
+    /// first) until k have matched; those after that are not looked at.
+    pub fn decode(
+        &self,
+        manifest: &Manifest,
+        shards: &[Option<&[u8]>],
+    ) -> Result<(Vec<u8>, DecodeReport)> {
+        manifest.validate()?;
+        let params = manifest.params;
+        let (k, total) = (usize::from(params.k()), params.total());
+        if shards.len() != total {
+            return Err(CesError::ShardCountMismatch {
+                expected: total,
+                got: shards.len(),
+            });
+        }
+        let s = manifest.shard_len as usize;
+
+        let mut report = DecodeReport::default();
+        let mut valid: Vec<Option<&[u8]>> = vec![None; total];
+        let mut good = 0;
+        for (i, slot) in shards.iter().enumerate() {
+            let Some(bytes) = slot else {
+                report.missing.push(i as u16);
+                continue;
+            };
+            if good == k {
+                continue;
+            }
+            match verify_shard(manifest, i, bytes) {
+                Ok(()) => {
+                    valid[i] = Some(bytes);
+                    good += 1;
+                }
+                Err(_) => report.corrupt.push(i as u16),
+            }
+        }
+        if good < k {
+            return Err(CesError::NotEnoughShards {
+                needed: k,
+                got: good,
+                corrupt: report.corrupt,
+            });
+        }
+
+        let mut payload = Vec::new();
+        if valid[..k].iter().all(Option::is_some) {
+            payload.reserve(k * s);
+            for shard in valid[..k].iter().flatten() {
+                payload.extend_from_slice(shard);
+            }
+        } else {
+            report.reconstructed = true;
+            shard::reconstruct(&valid, params, s, &mut payload)?;
+        }
+
+        let stored_len = manifest.stored_len as usize;
+        let mut tag = [0u8; TAG_LEN];
+        tag.copy_from_slice(&payload[stored_len..stored_len + TAG_LEN]);
+        payload.truncate(stored_len);
+        let aad = seal::associated_data(
+            FORMAT_VERSION,
+            &manifest.chunk_id,
+            manifest.plain_len,
+            manifest.codec,
+        );
+        seal::open(
+            self.keys.chunk_key(&manifest.chunk_id),
+            &manifest.nonce,
+            &aad,
+            &mut payload,
+            &tag,
+        )?;
+        let plaintext = match manifest.codec {
+            Codec::None => payload,
+            Codec::Zstd { .. } => codec::decompress_exact(&payload, manifest.plain_len as usize)?,
+        };
+        Ok((plaintext, report))
+    }
+}
+
+/// Checks shard `index` of `manifest`: its length and its BLAKE3 address.
+pub fn verify_shard(manifest: &Manifest, index: usize, bytes: &[u8]) -> Result<()> {
+    let idx = index as u16;
+    let expected = manifest
+        .shard_ids
+        .get(index)
+        .ok_or(CesError::ShardCountMismatch {
+            expected: manifest.shard_ids.len(),
+            got: index + 1,
+        })?;
+    if bytes.len() != manifest.shard_len as usize {
+        return Err(CesError::CorruptShard {
+            index: idx,
+            reason: ShardFault::Length {
+                expected: manifest.shard_len,
+                got: bytes.len(),
+            },
+        });
+    }
+    if ShardId::of(bytes) != *expected {
+        return Err(CesError::CorruptShard {
+            index: idx,
+            reason: ShardFault::Hash,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
