@@ -1,0 +1,139 @@
+//! Committed fixtures of chunk-manifest format v1 (docs/FORMAT.md): this code
+//! must keep decoding what earlier builds wrote. `PANGEA_BLESS=1 cargo test
+//! --test ces_fixtures` rewrites them (only when the format version changes).
+//!
+//! Each fixture directory holds `manifest.bin`, `shards.bin` (k + m shards
+//! back to back) and `plaintext.bin`; the key is [`FIXTURE_KEY`].
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use pangea::ces::{Ces, Codec, CompressionPolicy, Hint, Manifest, MasterKey, ShardParams};
+
+const FIXTURE_KEY: [u8; 32] = [0x11; 32];
+const FIXTURE_NONCE: [u8; 24] = [0x22; 24];
+
+struct Fixture {
+    name: &'static str,
+    k: u16,
+    m: u16,
+    plaintext: fn() -> Vec<u8>,
+    codec_is_zstd: bool,
+}
+
+const FIXTURES: &[Fixture] = &[
+    Fixture {
+        name: "text-4-2",
+        k: 4,
+        m: 2,
+        plaintext: || b"Pangea fixture text: compress, encrypt, shard.\n".repeat(40),
+        codec_is_zstd: true,
+    },
+    Fixture {
+        name: "random-3-1",
+        k: 3,
+        m: 1,
+        plaintext: || {
+            let mut v = vec![0u8; 777];
+            blake3::Hasher::new()
+                .update(b"fixture")
+                .finalize_xof()
+                .fill(&mut v);
+            v
+        },
+        codec_is_zstd: false,
+    },
+    Fixture {
+        name: "empty-2-2",
+        k: 2,
+        m: 2,
+        plaintext: Vec::new,
+        codec_is_zstd: false,
+    },
+];
+
+fn dir(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/ces-v1")
+        .join(name)
+}
+
+fn ces() -> Ces {
+    Ces::new(
+        &MasterKey::from_bytes(FIXTURE_KEY),
+        CompressionPolicy::default(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn committed_v1_fixtures_decode() {
+    let c = ces();
+    if std::env::var_os("PANGEA_BLESS").is_some() {
+        for f in FIXTURES {
+            let p = ShardParams::new(f.k, f.m).unwrap();
+            let enc = c
+                .encode_with_nonce(&(f.plaintext)(), p, &Hint::default(), FIXTURE_NONCE)
+                .unwrap();
+            let d = dir(f.name);
+            fs::create_dir_all(&d).unwrap();
+            fs::write(d.join("manifest.bin"), enc.manifest.encode()).unwrap();
+            fs::write(d.join("plaintext.bin"), (f.plaintext)()).unwrap();
+            fs::write(d.join("shards.bin"), enc.into_parts().1).unwrap();
+        }
+    }
+    for f in FIXTURES {
+        let d = dir(f.name);
+        let manifest = Manifest::decode(&fs::read(d.join("manifest.bin")).unwrap()).unwrap();
+        let shards = fs::read(d.join("shards.bin")).unwrap();
+        let plaintext = fs::read(d.join("plaintext.bin")).unwrap();
+        assert_eq!(plaintext, (f.plaintext)(), "{}", f.name);
+        assert_eq!(manifest.params, ShardParams::new(f.k, f.m).unwrap());
+        assert_eq!(
+            matches!(manifest.codec, Codec::Zstd { .. }),
+            f.codec_is_zstd,
+            "{}",
+            f.name
+        );
+        let s = manifest.shard_len as usize;
+        let mut view: Vec<Option<&[u8]>> = shards.chunks_exact(s).map(Some).collect();
+        assert_eq!(view.len(), usize::from(f.k + f.m));
+        assert_eq!(
+            c.decode(&manifest, &view).unwrap().0,
+            plaintext,
+            "{}",
+            f.name
+        );
+        // And with m shards missing.
+        for slot in view.iter_mut().take(usize::from(f.m)) {
+            *slot = None;
+        }
+        assert_eq!(
+            c.decode(&manifest, &view).unwrap().0,
+            plaintext,
+            "{}",
+            f.name
+        );
+    }
+}
+
+/// Encoding is deterministic given key and nonce. When this fails because
+/// the compressor's output changed (a zstd upgrade), the fixtures above still
+/// prove old data decodes; only bless them for a real format change.
+#[test]
+fn encoding_with_a_fixed_nonce_reproduces_the_fixtures() {
+    let c = ces();
+    for f in FIXTURES {
+        let p = ShardParams::new(f.k, f.m).unwrap();
+        let enc = c
+            .encode_with_nonce(&(f.plaintext)(), p, &Hint::default(), FIXTURE_NONCE)
+            .unwrap();
+        let d = dir(f.name);
+        assert_eq!(
+            enc.manifest.encode(),
+            fs::read(d.join("manifest.bin")).unwrap(),
+            "{}",
+            f.name
+        );
+    }
+}
