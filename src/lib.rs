@@ -3,8 +3,19 @@
 //! Module map (imports point down this list, never up):
 //! * [`ces`]: compress → encrypt → shard and back. Pure: no I/O, no async,
 //!   no threads; knows nothing of files, the index or the network.
+//! * [`store`]: the local store: a column-family key-value index (RocksDB,
+//!   or in memory for tests) and whole files named by 32-byte ids. Knows
+//!   nothing of filesystems, CES or the network; the only user of `rocksdb`.
 //!
-//! Later layers (see docs/ARCHITECTURE.md): `fs` (namespace and file data),
-//! `store` (RocksDB index and shard store), `cache`, `net`, `workers`.
+//! * [`cache`]: the moka cache of plaintext chunks (byte-weighted, TTL
+//!   extended on every read).
+//! * [`fs`]: the filesystem core: namespace, file data through CES, xattrs,
+//!   POSIX rules. Knows nothing of FUSE (the adapter lives in `mount/`).
+//!
+//! Imports point one way: `fs` → `cache`, `store`, `ces`.
+//! Later layers (see docs/ARCHITECTURE.md): `net`, `workers`, `ctl`.
 
+pub mod cache;
 pub mod ces;
+pub mod fs;
+pub mod store;

@@ -17,6 +17,9 @@ pub struct ShardParams {
 }
 
 impl ShardParams {
+    /// 4 data + 2 parity shards: survives any 2 lost or corrupt shards at 1.5x.
+    pub const DEFAULT: ShardParams = ShardParams { k: 4, m: 2 };
+
     /// k data + m parity shards. Any k ≥ 1 with m = 0 (no redundancy), or any
     /// combination the Reed-Solomon codec supports.
     pub fn new(k: u16, m: u16) -> Result<Self> {

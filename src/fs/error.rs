@@ -1,0 +1,92 @@
+//! Errors of the filesystem core and their errno, in one exhaustive match.
+
+use thiserror::Error;
+
+use crate::ces::CesError;
+use crate::store::StoreError;
+
+/// Why a filesystem operation failed.
+#[derive(Debug, Error)]
+pub enum FsError {
+    #[error("no such file or directory")]
+    NotFound,
+    #[error("file exists")]
+    Exists,
+    #[error("not a directory")]
+    NotDir,
+    #[error("is a directory")]
+    IsDir,
+    #[error("directory not empty")]
+    NotEmpty,
+    #[error("name longer than 255 bytes")]
+    NameTooLong,
+    #[error("invalid argument")]
+    Invalid,
+    #[error("operation not permitted")]
+    Perm,
+    #[error("permission denied")]
+    Access,
+    #[error("no space left on the data dir's disk")]
+    NoSpace,
+    #[error("no such attribute")]
+    NoData,
+    #[error("buffer too small")]
+    Range,
+    #[error("attribute value too large")]
+    TooBig,
+    #[error("operation not supported")]
+    NotSupported,
+    #[error("bad file handle")]
+    BadHandle,
+    #[error("file too large")]
+    FileTooBig,
+    #[error("too many links")]
+    TooManyLinks,
+    #[error("chunk {chunk} is unreadable: {source}")]
+    Chunk { chunk: String, source: CesError },
+    #[error("index: {0}")]
+    Store(StoreError),
+    #[error("index record {0} is corrupt")]
+    Corrupt(&'static str),
+}
+
+impl From<StoreError> for FsError {
+    fn from(e: StoreError) -> Self {
+        if e.is_no_space() {
+            FsError::NoSpace
+        } else {
+            FsError::Store(e)
+        }
+    }
+}
+
+impl FsError {
+    /// The errno reported to the kernel.
+    pub fn errno(&self) -> i32 {
+        use nix::libc;
+        match self {
+            FsError::NotFound => libc::ENOENT,
+            FsError::Exists => libc::EEXIST,
+            FsError::NotDir => libc::ENOTDIR,
+            FsError::IsDir => libc::EISDIR,
+            FsError::NotEmpty => libc::ENOTEMPTY,
+            FsError::NameTooLong => libc::ENAMETOOLONG,
+            FsError::Invalid => libc::EINVAL,
+            FsError::Perm => libc::EPERM,
+            FsError::Access => libc::EACCES,
+            FsError::NoSpace => libc::ENOSPC,
+            FsError::NoData => libc::ENODATA,
+            FsError::Range => libc::ERANGE,
+            FsError::TooBig => libc::E2BIG,
+            FsError::NotSupported => libc::EOPNOTSUPP,
+            FsError::BadHandle => libc::EBADF,
+            FsError::FileTooBig => libc::EFBIG,
+            FsError::TooManyLinks => libc::EMLINK,
+            FsError::Chunk { .. } => libc::EIO,
+            FsError::Store(_) => libc::EIO,
+            FsError::Corrupt(_) => libc::EIO,
+        }
+    }
+}
+
+pub type FsResult<T> = Result<T, FsError>;

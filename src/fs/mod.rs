@@ -1,0 +1,312 @@
+//! The filesystem core: namespace (inodes, dentries, hard links, symlinks,
+//! rename), file data (chunks through CES, write buffers), xattrs, and the
+//! POSIX rules the kernel leaves to the filesystem (ownership of new files,
+//! setgid inheritance, suid/sgid clearing on chown, nlink, timestamps).
+//!
+//! May not: know about FUSE (the adapter in `mount/` maps these calls and
+//! their errors), or the network. Permission checks on access are the
+//! kernel's (`default_permissions`, always set by `pangea-mount`).
+//!
+//! Concurrency: one mutex (`ns`) serializes every change to the index (each
+//! a single atomic WriteBatch); reads of the index take no lock. Each open
+//! file has its own lock over its write buffers; lock order is file → `ns`.
+//!
+//! Invariants (checked by `tests/fs_model.rs` against a plain directory):
+//! * every dentry points to an inode; a directory's nlink is 2 + its subdirs;
+//! * an inode with nlink 0 exists only while open (listed in the orphan CF)
+//!   and is deleted, with its data, on last release or at the next mount;
+//! * a chunk record's refcount is the number of extents naming it; a chunk
+//!   whose count drops to zero is deleted in the same batch and its file
+//!   removed after the batch commits (via the GC CF, so a crash cannot leak it).
+
+mod data;
+pub mod datadir;
+pub mod error;
+mod namespace;
+pub mod types;
+mod xattr;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use crate::cache::{CacheStats, ChunkCache};
+use crate::ces::{Ces, CompressionPolicy, ShardParams};
+use crate::store::{Batch, Cf, ChunkFiles, Kv};
+
+pub use data::DataStats;
+pub use error::{FsError, FsResult};
+pub use types::{FileKind, Inode, NAME_MAX, ROOT_INO, Time};
+
+use data::OpenFile;
+
+/// Tunables of the filesystem core.
+#[derive(Debug, Clone)]
+pub struct FsConfig {
+    /// Size of new files' chunks.
+    pub chunk_size: u32,
+    /// (k, m) of new chunks.
+    pub shard_params: ShardParams,
+    /// Encoded chunks whose shards total at most this many bytes are stored
+    /// in the index instead of a file of their own (small files).
+    pub inline_max: usize,
+    /// Read-cache capacity in bytes.
+    pub cache_capacity: u64,
+    /// Read-cache entry lifetime after its last read.
+    pub cache_ttl: Duration,
+    /// Bytes of unflushed writes across all files before writers flush.
+    pub dirty_limit: usize,
+    /// zstd levels by content class.
+    pub policy: CompressionPolicy,
+}
+
+impl Default for FsConfig {
+    fn default() -> Self {
+        FsConfig {
+            chunk_size: types::DEFAULT_CHUNK_SIZE,
+            shard_params: ShardParams::DEFAULT,
+            inline_max: 64 * 1024,
+            cache_capacity: crate::cache::DEFAULT_CAPACITY,
+            cache_ttl: crate::cache::DEFAULT_TTL,
+            dirty_limit: 128 << 20,
+            policy: CompressionPolicy::default(),
+        }
+    }
+}
+
+/// Who is asking.
+#[derive(Debug, Clone, Copy)]
+pub struct Ctx {
+    pub uid: u32,
+    pub gid: u32,
+    pub pid: u32,
+}
+
+impl Ctx {
+    /// Root, for tests and internal work.
+    pub const ROOT: Ctx = Ctx {
+        uid: 0,
+        gid: 0,
+        pid: 0,
+    };
+
+    /// Is `gid` the caller's primary or a supplementary group?
+    pub fn in_group(&self, gid: u32) -> bool {
+        if gid == self.gid {
+            return true;
+        }
+        if self.pid == 0 {
+            return false;
+        }
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", self.pid)) else {
+            return false;
+        };
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Groups:"))
+            .is_some_and(|g| g.split_whitespace().any(|x| x.parse() == Ok(gid)))
+    }
+}
+
+/// Time to set in setattr.
+#[derive(Debug, Clone, Copy)]
+pub enum SetTime {
+    Now,
+    At(Time),
+}
+
+/// Attribute changes of one setattr call.
+#[derive(Debug, Clone, Default)]
+pub struct SetAttr {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<SetTime>,
+    pub mtime: Option<SetTime>,
+    pub ctime: Option<Time>,
+}
+
+/// Rename flags (renameat2).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RenameFlags {
+    pub noreplace: bool,
+    pub exchange: bool,
+}
+
+/// statfs answer.
+#[derive(Debug, Clone, Copy)]
+pub struct StatFs {
+    pub blocks: u64,
+    pub bfree: u64,
+    pub bavail: u64,
+    pub files: u64,
+    pub ffree: u64,
+    pub bsize: u32,
+    pub namelen: u32,
+    pub frsize: u32,
+}
+
+/// One readdir entry.
+#[derive(Debug, Clone)]
+pub struct DirEntry {
+    pub ino: u64,
+    /// Offset to pass to continue after this entry.
+    pub offset: u64,
+    pub kind: FileKind,
+    pub name: Vec<u8>,
+}
+
+/// The filesystem.
+pub struct Fs {
+    kv: Arc<dyn Kv>,
+    chunks: ChunkFiles,
+    ces: Ces,
+    cache: ChunkCache,
+    cfg: FsConfig,
+    /// Serializes every index mutation (see the module docs).
+    ns: Mutex<()>,
+    next_ino: AtomicU64,
+    /// Per-inode state of open files.
+    open: Mutex<HashMap<u64, Arc<Mutex<OpenFile>>>>,
+    /// File handle → inode.
+    handles: Mutex<HashMap<u64, u64>>,
+    next_fh: AtomicU64,
+    /// Bytes held in write buffers across all files.
+    dirty_total: AtomicU64,
+    stats: data::Counters,
+}
+
+const META_NEXT_INO: &[u8] = b"next_ino";
+
+impl Fs {
+    /// Opens the filesystem stored in `kv` and `chunks`, creating the root
+    /// directory (owned by `root_owner`) on first use, and finishing work a
+    /// crash interrupted (orphans, pending chunk deletions).
+    pub fn new(
+        kv: Arc<dyn Kv>,
+        chunks: ChunkFiles,
+        ces: Ces,
+        cfg: FsConfig,
+        root_owner: (u32, u32),
+    ) -> FsResult<Fs> {
+        let next = match kv.get(Cf::Meta, META_NEXT_INO)? {
+            Some(v) => u64::from_le_bytes(
+                v.as_slice()
+                    .try_into()
+                    .map_err(|_| FsError::Corrupt("next_ino"))?,
+            ),
+            None => types::ROOT_INO + 1,
+        };
+        let cache = ChunkCache::new(cfg.cache_capacity, cfg.cache_ttl);
+        let fs = Fs {
+            kv,
+            chunks,
+            ces,
+            cache,
+            cfg,
+            ns: Mutex::new(()),
+            next_ino: AtomicU64::new(next),
+            open: Mutex::new(HashMap::new()),
+            handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            dirty_total: AtomicU64::new(0),
+            stats: data::Counters::default(),
+        };
+        if fs
+            .kv
+            .get(Cf::Inode, &types::ino_key(types::ROOT_INO))?
+            .is_none()
+        {
+            let now = Time::now();
+            let root = Inode {
+                ino: types::ROOT_INO,
+                kind: FileKind::Dir,
+                perm: 0o755,
+                uid: root_owner.0,
+                gid: root_owner.1,
+                nlink: 2,
+                size: 0,
+                atime: now,
+                mtime: now,
+                ctime: now,
+                crtime: now,
+                rdev: 0,
+                target: Vec::new(),
+                next_cookie: 1,
+                parent: types::ROOT_INO,
+                chunk_size: 0,
+            };
+            let mut b = Batch::new();
+            b.put(Cf::Inode, &types::ino_key(root.ino), &root.encode());
+            b.put(Cf::Meta, META_NEXT_INO, &next.to_le_bytes());
+            fs.kv.write(b, true)?;
+        }
+        fs.recover()?;
+        Ok(fs)
+    }
+
+    /// Read-cache counters.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache.stats()
+    }
+
+    /// Data-path counters.
+    pub fn data_stats(&self) -> DataStats {
+        self.stats.snapshot()
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &FsConfig {
+        &self.cfg
+    }
+
+    fn lock_ns(&self) -> MutexGuard<'_, ()> {
+        self.ns.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn alloc_ino(&self, batch: &mut Batch) -> u64 {
+        let ino = self.next_ino.fetch_add(1, Ordering::SeqCst);
+        batch.put(Cf::Meta, META_NEXT_INO, &(ino + 1).to_le_bytes());
+        ino
+    }
+
+    /// The stored inode (without the overlay of unflushed writes).
+    fn load(&self, ino: u64) -> FsResult<Inode> {
+        match self.kv.get(Cf::Inode, &types::ino_key(ino))? {
+            Some(v) => Inode::decode(&v),
+            None => Err(FsError::NotFound),
+        }
+    }
+
+    fn put_inode(&self, b: &mut Batch, inode: &Inode) {
+        b.put(Cf::Inode, &types::ino_key(inode.ino), &inode.encode());
+    }
+
+    /// Makes everything written so far durable (fsyncdir, syncfs).
+    pub fn sync_all(&self) -> FsResult<()> {
+        self.flush_all()?;
+        self.kv.sync()?;
+        Ok(())
+    }
+
+    /// statfs: the capacity of the data dir's disk.
+    pub fn statfs(&self) -> FsResult<StatFs> {
+        let v = self.chunks.disk_usage()?;
+        let bsize = 4096u64;
+        Ok(StatFs {
+            blocks: v.total_bytes / bsize,
+            bfree: v.free_bytes / bsize,
+            bavail: v.available_bytes / bsize,
+            files: v.total_inodes.max(1 << 20),
+            ffree: v.free_inodes.max(1 << 19),
+            bsize: bsize as u32,
+            namelen: NAME_MAX as u32,
+            frsize: bsize as u32,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,545 @@
+//! Tests of the filesystem core without FUSE (MemKv + chunk files in a temp dir).
+
+use std::sync::Arc;
+
+use super::xattr::{XattrMode, XattrReply};
+use super::*;
+use crate::ces::{Ces, CompressionPolicy, MasterKey};
+use crate::store::{ChunkFiles, MemKv};
+
+struct T {
+    fs: Fs,
+    kv: Arc<MemKv>,
+    dir: tempfile::TempDir,
+}
+
+fn cfg() -> FsConfig {
+    FsConfig {
+        chunk_size: 64 * 1024,
+        inline_max: 8 * 1024,
+        ..FsConfig::default()
+    }
+}
+
+fn setup_with(cfg: FsConfig) -> T {
+    let dir = tempfile::tempdir().unwrap();
+    let kv = Arc::new(MemKv::new());
+    let fs = open(&kv, &dir, cfg);
+    T { fs, kv, dir }
+}
+
+fn open(kv: &Arc<MemKv>, dir: &tempfile::TempDir, cfg: FsConfig) -> Fs {
+    let chunks = ChunkFiles::open(&dir.path().join("chunks")).unwrap();
+    let ces = Ces::new(
+        &MasterKey::from_bytes([5; 32]),
+        CompressionPolicy::default(),
+    )
+    .unwrap();
+    Fs::new(kv.clone(), chunks, ces, cfg, (0, 0)).unwrap()
+}
+
+fn setup() -> T {
+    setup_with(cfg())
+}
+
+const C: Ctx = Ctx {
+    uid: 1000,
+    gid: 1000,
+    pid: 0,
+};
+
+fn random(n: usize, seed: u64) -> Vec<u8> {
+    let mut v = vec![0u8; n];
+    blake3::Hasher::new()
+        .update(&seed.to_le_bytes())
+        .finalize_xof()
+        .fill(&mut v);
+    v
+}
+
+fn chunk_files(t: &T) -> usize {
+    let mut n = 0;
+    ChunkFiles::open(&t.dir.path().join("chunks"))
+        .unwrap()
+        .visit(&mut |_, _| {
+            n += 1;
+            true
+        })
+        .unwrap();
+    n
+}
+
+fn names(fs: &Fs, dir: u64) -> Vec<String> {
+    let mut out = Vec::new();
+    fs.readdir(dir, 0, &mut |e| {
+        out.push(String::from_utf8_lossy(&e.name).into_owned());
+        true
+    })
+    .unwrap();
+    out
+}
+
+#[test]
+fn write_read_round_trip_at_chunk_boundaries() {
+    let t = setup();
+    let (f, fh) = t.fs.create(&C, ROOT_INO, b"f", 0o644).unwrap();
+    assert_eq!((f.uid, f.gid, f.perm), (1000, 1000, 0o644));
+    let data = random(3 * 64 * 1024 + 17, 1);
+    // Unaligned pieces.
+    let mut off = 0;
+    for piece in data.chunks(10_001) {
+        assert_eq!(t.fs.write(f.ino, off, piece).unwrap() as usize, piece.len());
+        off += piece.len() as u64;
+    }
+    assert_eq!(t.fs.read(f.ino, 0, data.len() as u32 + 100).unwrap(), data);
+    t.fs.flush(fh).unwrap();
+    t.fs.release(fh).unwrap();
+    assert_eq!(t.fs.getattr(f.ino).unwrap().size, data.len() as u64);
+    assert_eq!(t.fs.read(f.ino, 65_530, 20).unwrap(), data[65_530..65_550]);
+    // Survives a restart of the core on the same index and chunk files.
+    drop(t.fs);
+    let fs = open(&t.kv, &t.dir, cfg());
+    assert_eq!(fs.read(f.ino, 0, data.len() as u32).unwrap(), data);
+}
+
+#[test]
+fn sparse_files_read_zeros_in_holes() {
+    let t = setup();
+    let (f, fh) = t.fs.create(&C, ROOT_INO, b"s", 0o644).unwrap();
+    t.fs.write(f.ino, 1_000_000, b"end").unwrap();
+    t.fs.release(fh).unwrap();
+    let a = t.fs.getattr(f.ino).unwrap();
+    assert_eq!(a.size, 1_000_003);
+    let r = t.fs.read(f.ino, 0, 1_000_003).unwrap();
+    assert!(r[..1_000_000].iter().all(|&b| b == 0));
+    assert_eq!(&r[1_000_000..], b"end");
+}
+
+#[test]
+fn truncate_shrinks_then_extending_reads_zeros() {
+    let t = setup();
+    let (f, fh) = t.fs.create(&C, ROOT_INO, b"t", 0o644).unwrap();
+    t.fs.write(f.ino, 0, &random(200_000, 2)).unwrap();
+    t.fs.flush(fh).unwrap();
+    t.fs.setattr(
+        &C,
+        f.ino,
+        &SetAttr {
+            size: Some(70_000),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    t.fs.setattr(
+        &C,
+        f.ino,
+        &SetAttr {
+            size: Some(150_000),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let r = t.fs.read(f.ino, 0, 200_000).unwrap();
+    assert_eq!(r.len(), 150_000);
+    assert_eq!(r[..70_000], random(200_000, 2)[..70_000]);
+    assert!(r[70_000..].iter().all(|&b| b == 0));
+    t.fs.release(fh).unwrap();
+}
+
+#[test]
+fn overwrite_rewrites_only_touched_chunks_and_gc_frees_the_old() {
+    let t = setup();
+    let (f, fh) = t.fs.create(&C, ROOT_INO, b"o", 0o644).unwrap();
+    t.fs.write(f.ino, 0, &random(4 * 64 * 1024, 3)).unwrap();
+    t.fs.flush(fh).unwrap();
+    let before = t.fs.data_stats();
+    assert_eq!(chunk_files(&t), 4);
+    t.fs.write(f.ino, 70_000, b"patch").unwrap();
+    t.fs.flush(fh).unwrap();
+    let after = t.fs.data_stats();
+    assert_eq!(
+        after.chunks_encoded - before.chunks_encoded,
+        1,
+        "only the touched chunk is re-encoded"
+    );
+    assert_eq!(chunk_files(&t), 4, "the replaced chunk's file was deleted");
+    t.fs.release(fh).unwrap();
+    t.fs.unlink(ROOT_INO, b"o").unwrap();
+    assert_eq!(chunk_files(&t), 0, "unlink frees every chunk file");
+}
+
+#[test]
+fn identical_chunks_are_stored_once() {
+    let t = setup();
+    let data = random(2 * 64 * 1024, 4);
+    for name in [&b"a"[..], b"b"] {
+        let (f, fh) = t.fs.create(&C, ROOT_INO, name, 0o644).unwrap();
+        t.fs.write(f.ino, 0, &data).unwrap();
+        t.fs.release(fh).unwrap();
+    }
+    assert_eq!(chunk_files(&t), 2);
+    assert_eq!(t.fs.data_stats().chunks_deduped, 2);
+    t.fs.unlink(ROOT_INO, b"a").unwrap();
+    assert_eq!(chunk_files(&t), 2, "still referenced by b");
+    let b = t.fs.lookup(ROOT_INO, b"b").unwrap();
+    assert_eq!(t.fs.read(b.ino, 0, data.len() as u32).unwrap(), data);
+    t.fs.unlink(ROOT_INO, b"b").unwrap();
+    assert_eq!(chunk_files(&t), 0);
+}
+
+#[test]
+fn unlinked_open_file_stays_readable_until_release() {
+    let t = setup();
+    let (f, fh) = t.fs.create(&C, ROOT_INO, b"u", 0o644).unwrap();
+    let data = random(100_000, 5);
+    t.fs.write(f.ino, 0, &data).unwrap();
+    t.fs.flush(fh).unwrap();
+    t.fs.unlink(ROOT_INO, b"u").unwrap();
+    assert!(matches!(
+        t.fs.lookup(ROOT_INO, b"u"),
+        Err(FsError::NotFound)
+    ));
+    assert_eq!(t.fs.read(f.ino, 0, 100_000).unwrap(), data);
+    assert_eq!(t.fs.getattr(f.ino).unwrap().nlink, 0);
+    t.fs.release(fh).unwrap();
+    assert!(matches!(t.fs.getattr(f.ino), Err(FsError::NotFound)));
+    assert_eq!(chunk_files(&t), 0);
+}
+
+#[test]
+fn orphans_left_by_a_crash_are_deleted_at_the_next_open() {
+    let t = setup();
+    let (f, fh) = t.fs.create(&C, ROOT_INO, b"u", 0o644).unwrap();
+    t.fs.write(f.ino, 0, &random(100_000, 6)).unwrap();
+    t.fs.flush(fh).unwrap();
+    t.fs.unlink(ROOT_INO, b"u").unwrap();
+    drop(t.fs); // "crash" with the file open
+    let fs = open(&t.kv, &t.dir, cfg());
+    assert!(matches!(fs.getattr(f.ino), Err(FsError::NotFound)));
+    let mut n = 0;
+    ChunkFiles::open(&t.dir.path().join("chunks"))
+        .unwrap()
+        .visit(&mut |_, _| {
+            n += 1;
+            true
+        })
+        .unwrap();
+    assert_eq!(n, 0);
+}
+
+#[test]
+fn directories_count_links_and_refuse_removal_when_not_empty() {
+    let t = setup();
+    let a = t.fs.mkdir(&C, ROOT_INO, b"a", 0o755).unwrap();
+    let _b = t.fs.mkdir(&C, a.ino, b"b", 0o755).unwrap();
+    assert_eq!(t.fs.getattr(a.ino).unwrap().nlink, 3);
+    assert_eq!(t.fs.getattr(ROOT_INO).unwrap().nlink, 3);
+    assert!(matches!(t.fs.rmdir(ROOT_INO, b"a"), Err(FsError::NotEmpty)));
+    assert!(matches!(t.fs.unlink(ROOT_INO, b"a"), Err(FsError::IsDir)));
+    t.fs.rmdir(a.ino, b"b").unwrap();
+    assert_eq!(t.fs.getattr(a.ino).unwrap().nlink, 2);
+    t.fs.rmdir(ROOT_INO, b"a").unwrap();
+    assert_eq!(t.fs.getattr(ROOT_INO).unwrap().nlink, 2);
+}
+
+#[test]
+fn hard_links_share_the_inode() {
+    let t = setup();
+    let (f, fh) = t.fs.create(&C, ROOT_INO, b"x", 0o644).unwrap();
+    t.fs.write(f.ino, 0, b"hello").unwrap();
+    t.fs.release(fh).unwrap();
+    let l = t.fs.link(f.ino, ROOT_INO, b"y").unwrap();
+    assert_eq!((l.ino, l.nlink), (f.ino, 2));
+    assert!(matches!(
+        t.fs.link(ROOT_INO, ROOT_INO, b"z"),
+        Err(FsError::Perm)
+    ));
+    t.fs.unlink(ROOT_INO, b"x").unwrap();
+    assert_eq!(t.fs.read(f.ino, 0, 10).unwrap(), b"hello");
+    assert_eq!(t.fs.getattr(f.ino).unwrap().nlink, 1);
+}
+
+#[test]
+fn rename_replace_noreplace_exchange_and_across_parents() {
+    let t = setup();
+    let d1 = t.fs.mkdir(&C, ROOT_INO, b"d1", 0o755).unwrap();
+    let d2 = t.fs.mkdir(&C, ROOT_INO, b"d2", 0o755).unwrap();
+    let sub = t.fs.mkdir(&C, d1.ino, b"sub", 0o755).unwrap();
+    let (a, fh) = t.fs.create(&C, d1.ino, b"a", 0o644).unwrap();
+    t.fs.release(fh).unwrap();
+    let (b, fh) = t.fs.create(&C, d2.ino, b"b", 0o644).unwrap();
+    t.fs.release(fh).unwrap();
+    // Directory across parents: nlinks move, "..", ancestors refused.
+    assert!(matches!(
+        t.fs.rename(ROOT_INO, b"d1", sub.ino, b"x", RenameFlags::default()),
+        Err(FsError::Invalid)
+    ));
+    t.fs.rename(d1.ino, b"sub", d2.ino, b"sub2", RenameFlags::default())
+        .unwrap();
+    assert_eq!(t.fs.getattr(d1.ino).unwrap().nlink, 2);
+    assert_eq!(t.fs.getattr(d2.ino).unwrap().nlink, 3);
+    assert_eq!(t.fs.lookup(sub.ino, b"..").unwrap().ino, d2.ino);
+    // Noreplace.
+    let noreplace = RenameFlags {
+        noreplace: true,
+        exchange: false,
+    };
+    assert!(matches!(
+        t.fs.rename(d1.ino, b"a", d2.ino, b"b", noreplace),
+        Err(FsError::Exists)
+    ));
+    // Exchange.
+    let exchange = RenameFlags {
+        noreplace: false,
+        exchange: true,
+    };
+    t.fs.rename(d1.ino, b"a", d2.ino, b"b", exchange).unwrap();
+    assert_eq!(t.fs.lookup(d1.ino, b"a").unwrap().ino, b.ino);
+    assert_eq!(t.fs.lookup(d2.ino, b"b").unwrap().ino, a.ino);
+    // Replace.
+    t.fs.rename(d1.ino, b"a", d2.ino, b"b", RenameFlags::default())
+        .unwrap();
+    assert_eq!(t.fs.lookup(d2.ino, b"b").unwrap().ino, b.ino);
+    assert!(matches!(t.fs.getattr(a.ino), Err(FsError::NotFound)));
+    assert_eq!(names(&t.fs, d1.ino), vec![".", ".."]);
+    // Dir over non-empty dir, file over dir, dir over file.
+    let (c, fh) = t.fs.create(&C, d2.ino, b"c", 0o644).unwrap();
+    t.fs.release(fh).unwrap();
+    assert!(matches!(
+        t.fs.rename(d2.ino, b"c", d2.ino, b"sub2", RenameFlags::default()),
+        Err(FsError::IsDir)
+    ));
+    assert!(matches!(
+        t.fs.rename(d2.ino, b"sub2", d2.ino, b"c", RenameFlags::default()),
+        Err(FsError::NotDir)
+    ));
+    assert!(matches!(
+        t.fs.rename(ROOT_INO, b"d1", ROOT_INO, b"d2", RenameFlags::default()),
+        Err(FsError::NotEmpty)
+    ));
+    let _ = c;
+}
+
+#[test]
+fn readdir_offsets_are_stable_while_entries_come_and_go() {
+    let t = setup();
+    for i in 0..500 {
+        let (f, fh) =
+            t.fs.create(&C, ROOT_INO, format!("f{i:04}").as_bytes(), 0o644)
+                .unwrap();
+        t.fs.release(fh).unwrap();
+        let _ = f;
+    }
+    // Read the first 100, then delete some seen and some unseen entries, and add new ones.
+    let mut seen = Vec::new();
+    let mut last = 0;
+    t.fs.readdir(ROOT_INO, 0, &mut |e| {
+        last = e.offset;
+        seen.push(e.name.clone());
+        seen.len() < 102
+    })
+    .unwrap();
+    t.fs.unlink(ROOT_INO, b"f0010").unwrap();
+    t.fs.unlink(ROOT_INO, b"f0300").unwrap();
+    let (_, fh) = t.fs.create(&C, ROOT_INO, b"new", 0o644).unwrap();
+    t.fs.release(fh).unwrap();
+    t.fs.readdir(ROOT_INO, last, &mut |e| {
+        seen.push(e.name.clone());
+        true
+    })
+    .unwrap();
+    let names: std::collections::HashSet<_> = seen.iter().cloned().collect();
+    assert_eq!(names.len(), seen.len(), "no entry listed twice");
+    assert!(!names.contains(&b"f0300".to_vec()));
+    assert!(names.contains(&b"f0499".to_vec()));
+    assert!(names.contains(&b"new".to_vec()));
+}
+
+#[test]
+fn names_longer_than_255_bytes_are_refused() {
+    let t = setup();
+    let long = vec![b'a'; 256];
+    assert!(matches!(
+        t.fs.create(&C, ROOT_INO, &long, 0o644),
+        Err(FsError::NameTooLong)
+    ));
+    assert!(matches!(
+        t.fs.lookup(ROOT_INO, &long),
+        Err(FsError::NameTooLong)
+    ));
+    assert!(t.fs.create(&C, ROOT_INO, &long[..255], 0o644).is_ok());
+}
+
+#[test]
+fn setgid_directories_pass_their_group_on() {
+    let t = setup();
+    let d = t.fs.mkdir(&Ctx::ROOT, ROOT_INO, b"g", 0o2775).unwrap();
+    t.fs.setattr(
+        &Ctx::ROOT,
+        d.ino,
+        &SetAttr {
+            gid: Some(50),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let sub = t.fs.mkdir(&C, d.ino, b"s", 0o755).unwrap();
+    assert_eq!(sub.gid, 50);
+    assert_eq!(sub.perm & 0o2000, 0o2000);
+    let (f, _) = t.fs.create(&C, d.ino, b"f", 0o644).unwrap();
+    assert_eq!(f.gid, 50);
+}
+
+#[test]
+fn chown_clears_setuid() {
+    let t = setup();
+    let (f, fh) = t.fs.create(&Ctx::ROOT, ROOT_INO, b"s", 0o6755).unwrap();
+    t.fs.release(fh).unwrap();
+    let a =
+        t.fs.setattr(
+            &Ctx::ROOT,
+            f.ino,
+            &SetAttr {
+                uid: Some(5),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(a.perm, 0o0755);
+}
+
+#[test]
+fn xattrs_follow_linux_limits() {
+    let t = setup();
+    let (f, _) = t.fs.create(&C, ROOT_INO, b"x", 0o644).unwrap();
+    t.fs.setxattr(&C, f.ino, b"user.a", b"1", XattrMode::Any)
+        .unwrap();
+    assert!(matches!(
+        t.fs.setxattr(&C, f.ino, b"user.a", b"2", XattrMode::Create),
+        Err(FsError::Exists)
+    ));
+    assert!(matches!(
+        t.fs.setxattr(&C, f.ino, b"user.b", b"2", XattrMode::Replace),
+        Err(FsError::NoData)
+    ));
+    assert!(matches!(
+        t.fs.setxattr(&C, f.ino, b"user.big", &vec![0; 65_537], XattrMode::Any),
+        Err(FsError::TooBig)
+    ));
+    assert!(matches!(
+        t.fs.setxattr(&C, f.ino, b"system.posix_acl_access", b"", XattrMode::Any),
+        Err(FsError::NotSupported)
+    ));
+    assert_eq!(
+        t.fs.getxattr(&C, f.ino, b"user.a", 0).unwrap(),
+        XattrReply::Size(1)
+    );
+    assert_eq!(
+        t.fs.getxattr(&C, f.ino, b"user.a", 10).unwrap(),
+        XattrReply::Data(b"1".to_vec())
+    );
+    t.fs.setxattr(&C, f.ino, b"user.long", &[7; 100], XattrMode::Any)
+        .unwrap();
+    assert!(matches!(
+        t.fs.getxattr(&C, f.ino, b"user.long", 10),
+        Err(FsError::Range)
+    ));
+    assert_eq!(
+        t.fs.listxattr(f.ino, 100).unwrap(),
+        XattrReply::Data(b"user.a\0user.long\0".to_vec())
+    );
+    t.fs.removexattr(&C, f.ino, b"user.a").unwrap();
+    assert!(matches!(
+        t.fs.getxattr(&C, f.ino, b"user.a", 10),
+        Err(FsError::NoData)
+    ));
+}
+
+fn corrupt_chunk_files(dir: &tempfile::TempDir, shards_to_damage: usize) {
+    let chunks = ChunkFiles::open(&dir.path().join("chunks")).unwrap();
+    let mut ids = Vec::new();
+    chunks
+        .visit(&mut |id, _| {
+            ids.push(*id);
+            true
+        })
+        .unwrap();
+    for id in ids {
+        let mut bytes = chunks.read_all(&id).unwrap().unwrap();
+        let s = bytes.len() / 6; // (4, 2)
+        for i in 0..shards_to_damage {
+            bytes[i * s + 3] ^= 0xff;
+        }
+        chunks.write(&id, &bytes, false).unwrap();
+    }
+}
+
+#[test]
+fn damaged_chunks_are_rebuilt_and_rewritten() {
+    let t = setup();
+    let data = random(64 * 1024, 7);
+    let (f, fh) = t.fs.create(&C, ROOT_INO, b"r", 0o644).unwrap();
+    t.fs.write(f.ino, 0, &data).unwrap();
+    t.fs.release(fh).unwrap();
+    corrupt_chunk_files(&t.dir, 2);
+    // A fresh core: nothing cached.
+    drop(t.fs);
+    let fs = open(&t.kv, &t.dir, cfg());
+    assert_eq!(fs.read(f.ino, 0, data.len() as u32).unwrap(), data);
+    assert_eq!(fs.data_stats().chunks_repaired, 1);
+    drop(fs);
+    // The rewrite healed it: damage 2 more shards and it still reads.
+    corrupt_chunk_files(&t.dir, 2);
+    let fs = open(&t.kv, &t.dir, cfg());
+    assert_eq!(fs.read(f.ino, 0, data.len() as u32).unwrap(), data);
+}
+
+#[test]
+fn too_much_damage_is_an_io_error_never_wrong_bytes() {
+    let t = setup();
+    let data = random(64 * 1024, 8);
+    let (f, fh) = t.fs.create(&C, ROOT_INO, b"l", 0o644).unwrap();
+    t.fs.write(f.ino, 0, &data).unwrap();
+    t.fs.release(fh).unwrap();
+    corrupt_chunk_files(&t.dir, 3);
+    drop(t.fs);
+    let fs = open(&t.kv, &t.dir, cfg());
+    let e = fs.read(f.ino, 0, 10).unwrap_err();
+    assert_eq!(e.errno(), nix::libc::EIO);
+    assert_eq!(fs.data_stats().chunks_lost, 1);
+}
+
+#[test]
+fn small_files_live_in_the_index() {
+    let t = setup();
+    let (f, fh) = t.fs.create(&C, ROOT_INO, b"small", 0o644).unwrap();
+    t.fs.write(f.ino, 0, b"tiny file").unwrap();
+    t.fs.release(fh).unwrap();
+    assert_eq!(chunk_files(&t), 0);
+    assert_eq!(t.kv.len(crate::store::Cf::Inline), 1);
+    assert_eq!(t.fs.read(f.ino, 0, 100).unwrap(), b"tiny file");
+    t.fs.unlink(ROOT_INO, b"small").unwrap();
+    assert_eq!(t.kv.len(crate::store::Cf::Inline), 0);
+}
+
+#[test]
+fn symlinks_and_special_files() {
+    let t = setup();
+    let l = t.fs.symlink(&C, ROOT_INO, b"l", b"/some/where").unwrap();
+    assert_eq!(l.size, 11);
+    assert_eq!(t.fs.readlink(l.ino).unwrap(), b"/some/where");
+    let p =
+        t.fs.mknod(&C, ROOT_INO, b"p", nix::libc::S_IFIFO | 0o644, 0)
+            .unwrap();
+    assert_eq!(p.kind, FileKind::Fifo);
+    let d =
+        t.fs.mknod(
+            &Ctx::ROOT,
+            ROOT_INO,
+            b"c",
+            nix::libc::S_IFCHR | 0o600,
+            0x0501,
+        )
+        .unwrap();
+    assert_eq!((d.kind, d.rdev), (FileKind::CharDev, 0x0501));
+}
