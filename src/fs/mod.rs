@@ -24,7 +24,7 @@ pub mod datadir;
 pub mod error;
 mod namespace;
 pub mod types;
-mod xattr;
+pub mod xattr;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,0 +1,266 @@
+//! `pangea-mount MOUNTPOINT`: mounts Pangea. No flags needed: the first run
+//! creates the data dir (XDG data dir, `--data-dir` overrides) and its key.
+//! Daemonizes like sshfs once the mount is up (`-f` stays in the
+//! foreground). SIGINT, SIGTERM and `fusermount3 -u` flush and unmount.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use nix::sys::signal::{SigSet, Signal};
+use pangea::ces::{Ces, ShardParams};
+use pangea::fs::datadir::DataDir;
+use pangea::fs::{Fs, FsConfig};
+use pangea::store::{ChunkFiles, RocksKv};
+use pangea_mount::cli::{parse_options, preflight};
+use pangea_mount::fuse::FuseFs;
+use tracing::{error, info};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "pangea-mount",
+    version,
+    about = "Mount Pangea: an encrypted, compressed, erasure-coded filesystem"
+)]
+struct Args {
+    /// Where to mount (an existing, empty directory).
+    mountpoint: PathBuf,
+    /// Stay in the foreground (logs go to stderr).
+    #[arg(short = 'f', long)]
+    foreground: bool,
+    /// Mount options: allow_other, allow_root, ro, default_permissions,
+    /// nonempty, dev, suid, noatime, ... (comma-separated, repeatable).
+    #[arg(short = 'o', value_name = "OPTIONS")]
+    options: Vec<String>,
+    /// Data dir (default: $XDG_DATA_HOME/pangea, i.e. ~/.local/share/pangea).
+    #[arg(long, env = "PANGEA_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Read-cache capacity in MiB.
+    #[arg(long, default_value_t = 256)]
+    cache_mib: u64,
+    /// Seconds a cached chunk lives after its last read.
+    #[arg(long, default_value_t = 600)]
+    cache_ttl: u64,
+    /// Data shards per chunk.
+    #[arg(long, default_value_t = 4)]
+    k: u16,
+    /// Parity shards per chunk.
+    #[arg(long, default_value_t = 2)]
+    m: u16,
+    /// FUSE worker threads (default: one per core, at least 2).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+fn default_data_dir() -> Result<PathBuf, String> {
+    directories::ProjectDirs::from("", "", "pangea")
+        .map(|d| d.data_dir().to_path_buf())
+        .ok_or_else(|| "cannot find a home directory for the data dir: pass --data-dir".into())
+}
+
+fn main() {
+    let args = Args::parse();
+    let code = match run(args) {
+        Ok(()) => 0,
+        Err(msg) => {
+            eprintln!("pangea-mount: {msg}");
+            1
+        }
+    };
+    std::process::exit(code);
+}
+
+fn run(args: Args) -> Result<(), String> {
+    let opts = parse_options(&args.options)?;
+    let params = ShardParams::new(args.k, args.m).map_err(|e| format!("--k/--m: {e}"))?;
+    let mountpoint = preflight(&args.mountpoint, opts.nonempty)?;
+    let data_dir = match &args.data_dir {
+        Some(d) => d.clone(),
+        None => default_data_dir()?,
+    };
+    std::fs::create_dir_all(&data_dir)
+        .map_err(|e| format!("cannot create data dir {}: {e}", data_dir.display()))?;
+    let data_dir = std::fs::canonicalize(&data_dir)
+        .map_err(|e| format!("data dir {}: {e}", data_dir.display()))?;
+
+    // Signals are handled by one thread with sigwait: block them before any
+    // thread exists so every thread inherits the mask.
+    let mut sigs = SigSet::empty();
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        sigs.add(s);
+    }
+    sigs.thread_block()
+        .map_err(|e| format!("cannot block signals: {e}"))?;
+
+    if args.foreground {
+        init_logging(None);
+        return serve(&args, &opts, params, &mountpoint, &data_dir, &sigs, None);
+    }
+    // Daemonize: the child mounts and reports over a pipe; the parent exits
+    // with the child's verdict, so `pangea-mount DIR && ls DIR` works.
+    let (rx, tx) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
+    // SAFETY: no other thread exists yet (nothing above spawns one).
+    match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
+        nix::unistd::ForkResult::Parent { .. } => {
+            drop(tx);
+            let mut msg = String::new();
+            let _ = std::fs::File::from(rx).read_to_string(&mut msg);
+            match msg.strip_prefix("ok") {
+                Some(_) => Ok(()),
+                None if msg.is_empty() => {
+                    Err("the daemon exited before mounting; see the log in the data dir".into())
+                }
+                None => Err(msg),
+            }
+        }
+        nix::unistd::ForkResult::Child => {
+            drop(rx);
+            let _ = nix::unistd::setsid();
+            let _ = std::env::set_current_dir("/");
+            let log = data_dir.join("pangea.log");
+            init_logging(Some(&log));
+            redirect_stdio(&log);
+            let r = serve(
+                &args,
+                &opts,
+                params,
+                &mountpoint,
+                &data_dir,
+                &sigs,
+                Some(std::fs::File::from(tx)),
+            );
+            if let Err(e) = &r {
+                error!(error = %e, "pangea-mount failed");
+            }
+            r
+        }
+    }
+}
+
+fn init_logging(file: Option<&Path>) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PANGEA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false);
+    match file.and_then(|p| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .ok()
+    }) {
+        Some(f) => {
+            let _ = builder.with_writer(std::sync::Mutex::new(f)).try_init();
+        }
+        None => {
+            let _ = builder.with_writer(std::io::stderr).try_init();
+        }
+    }
+}
+
+fn redirect_stdio(log: &Path) {
+    use std::os::fd::IntoRawFd;
+    if let Ok(null) = std::fs::File::open("/dev/null") {
+        let _ = nix::unistd::dup2_stdin(&null);
+    }
+    if let Ok(f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+    {
+        let _ = nix::unistd::dup2_stdout(&f);
+        let _ = nix::unistd::dup2_stderr(&f);
+        let _ = f.into_raw_fd();
+    }
+}
+
+fn serve(
+    args: &Args,
+    opts: &pangea_mount::cli::MountOpts,
+    params: ShardParams,
+    mountpoint: &Path,
+    data_dir: &Path,
+    sigs: &SigSet,
+    mut notify: Option<std::fs::File>,
+) -> Result<(), String> {
+    let mut report = |msg: &str| {
+        if let Some(f) = notify.take() {
+            let mut f = f;
+            let _ = f.write_all(msg.as_bytes());
+        }
+    };
+    let started = (|| -> Result<_, String> {
+        let dir = DataDir::open(data_dir).map_err(|e| match e {
+            pangea::fs::datadir::DataDirError::Store(pangea::store::StoreError::Locked { .. }) => format!(
+                "data dir {} is in use by another pangea-mount (see {}/lock); unmount it first or pass --data-dir",
+                data_dir.display(),
+                data_dir.display()
+            ),
+            e => e.to_string(),
+        })?;
+        let kv = RocksKv::open(&dir.index_dir()).map_err(|e| format!("index: {e}"))?;
+        let chunks =
+            ChunkFiles::open(&dir.chunks_dir()).map_err(|e| format!("chunk store: {e}"))?;
+        let cfg = FsConfig {
+            shard_params: params,
+            cache_capacity: args.cache_mib << 20,
+            cache_ttl: Duration::from_secs(args.cache_ttl),
+            ..FsConfig::default()
+        };
+        let ces = Ces::new(&dir.master, cfg.policy).map_err(|e| e.to_string())?;
+        let owner = (
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        );
+        let fs = Arc::new(
+            Fs::new(Arc::new(kv), chunks, ces, cfg, owner)
+                .map_err(|e| format!("opening the filesystem: {e}"))?,
+        );
+        let mut config = fuser::Config::default();
+        config.mount_options = opts.fuse.clone();
+        config.acl = opts.acl;
+        config.n_threads = Some(args.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .max(2)
+        }));
+        config.clone_fd = true;
+        let mut session = fuser::Session::new(FuseFs::new(fs.clone()), mountpoint, &config)
+            .map_err(|e| format!("mounting {}: {e}", mountpoint.display()))?;
+        let unmounter = session.unmount_callable();
+        Ok((dir, fs, session, unmounter))
+    })();
+    let (dir, fs, session, mut unmounter) = match started {
+        Ok(x) => x,
+        Err(e) => {
+            report(&e);
+            return Err(e);
+        }
+    };
+    info!(mountpoint = %mountpoint.display(), data_dir = %data_dir.display(), "mounted");
+    // Signals: unmount, which ends the session loop below.
+    let sigs = *sigs;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Ok(sig) = sigs.wait() {
+                info!(signal = ?sig, "unmounting");
+                if let Err(e) = unmounter.unmount() {
+                    error!(error = %e, "unmount failed");
+                }
+            }
+        })
+        .map_err(|e| format!("signal thread: {e}"))?;
+    report("ok");
+    let r = session.run().map_err(|e| format!("session: {e}"));
+    if let Err(e) = fs.sync_all() {
+        error!(error = %e, "final flush failed");
+    }
+    drop(fs);
+    drop(dir);
+    info!("unmounted");
+    r
+}

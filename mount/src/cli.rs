@@ -1,0 +1,184 @@
+//! Mount options and the start-up checks that turn common mistakes into one
+//! clear line: a missing or non-empty mountpoint, a stale mount, missing
+//! /dev/fuse or fusermount3.
+
+use std::path::{Path, PathBuf};
+
+use fuser::{MountOption, SessionACL};
+
+/// Parsed `-o` options.
+#[derive(Debug, Clone, Default)]
+pub struct MountOpts {
+    pub fuse: Vec<MountOption>,
+    pub acl: SessionACL,
+    pub nonempty: bool,
+    pub read_only: bool,
+}
+
+/// Parses a comma-separated `-o` list (may be given several times).
+pub fn parse_options(lists: &[String]) -> Result<MountOpts, String> {
+    let mut o = MountOpts {
+        fuse: vec![
+            MountOption::FSName("pangea".into()),
+            MountOption::Subtype("pangea".into()),
+            MountOption::DefaultPermissions,
+        ],
+        ..MountOpts::default()
+    };
+    for opt in lists
+        .iter()
+        .flat_map(|l| l.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        match opt {
+            "allow_other" => o.acl = SessionACL::All,
+            "allow_root" => o.acl = SessionACL::RootAndOwner,
+            "default_permissions" => {}
+            "ro" => {
+                o.read_only = true;
+                o.fuse.push(MountOption::RO);
+            }
+            "rw" => o.fuse.push(MountOption::RW),
+            "nonempty" => o.nonempty = true,
+            "dev" => o.fuse.push(MountOption::Dev),
+            "nodev" => o.fuse.push(MountOption::NoDev),
+            "suid" => o.fuse.push(MountOption::Suid),
+            "nosuid" => o.fuse.push(MountOption::NoSuid),
+            "exec" => o.fuse.push(MountOption::Exec),
+            "noexec" => o.fuse.push(MountOption::NoExec),
+            "atime" => o.fuse.push(MountOption::Atime),
+            "noatime" => o.fuse.push(MountOption::NoAtime),
+            "sync" => o.fuse.push(MountOption::Sync),
+            "async" => o.fuse.push(MountOption::Async),
+            "dirsync" => o.fuse.push(MountOption::DirSync),
+            other => {
+                if let Some(v) = other.strip_prefix("fsname=") {
+                    o.fuse.retain(|m| !matches!(m, MountOption::FSName(_)));
+                    o.fuse.push(MountOption::FSName(v.into()));
+                } else if let Some(v) = other.strip_prefix("subtype=") {
+                    o.fuse.retain(|m| !matches!(m, MountOption::Subtype(_)));
+                    o.fuse.push(MountOption::Subtype(v.into()));
+                } else {
+                    return Err(format!("unknown mount option '{other}'"));
+                }
+            }
+        }
+    }
+    Ok(o)
+}
+
+/// Checks what must hold before mounting; the error is one line that says
+/// what to do.
+pub fn preflight(mountpoint: &Path, nonempty: bool) -> Result<PathBuf, String> {
+    if !Path::new("/dev/fuse").exists() {
+        return Err("/dev/fuse is missing: load the fuse module (modprobe fuse) or, in a container, pass --device /dev/fuse".into());
+    }
+    if nix::unistd::geteuid().as_raw() != 0 && which("fusermount3").is_none() {
+        return Err("fusermount3 not found: install it with 'sudo apt-get install fuse3'".into());
+    }
+    match std::fs::metadata(mountpoint) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            return Err(format!(
+                "{} is a stale mount left by a crashed process: clear it with 'fusermount3 -uz {}' and retry",
+                mountpoint.display(),
+                mountpoint.display()
+            ));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(format!(
+                "mountpoint {} does not exist: create it with 'mkdir -p {}'",
+                mountpoint.display(),
+                mountpoint.display()
+            ));
+        }
+        Err(e) => return Err(format!("mountpoint {}: {e}", mountpoint.display())),
+        Ok(m) if !m.is_dir() => {
+            return Err(format!(
+                "mountpoint {} is not a directory",
+                mountpoint.display()
+            ));
+        }
+        Ok(_) => {}
+    }
+    let abs = std::fs::canonicalize(mountpoint)
+        .map_err(|e| format!("mountpoint {}: {e}", mountpoint.display()))?;
+    if is_mounted(&abs) {
+        return Err(format!(
+            "{} is already a mount point: unmount it first (fusermount3 -u {})",
+            abs.display(),
+            abs.display()
+        ));
+    }
+    if !nonempty {
+        let mut entries =
+            std::fs::read_dir(&abs).map_err(|e| format!("mountpoint {}: {e}", abs.display()))?;
+        if entries.next().is_some() {
+            return Err(format!(
+                "mountpoint {} is not empty (use -o nonempty to mount over it anyway)",
+                abs.display()
+            ));
+        }
+    }
+    Ok(abs)
+}
+
+fn which(prog: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(prog))
+        .find(|p| p.is_file())
+}
+
+/// Is `path` listed in /proc/self/mountinfo?
+pub fn is_mounted(path: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    let want = path.to_string_lossy();
+    info.lines()
+        .any(|l| l.split(' ').nth(4).is_some_and(|m| unescape(m) == want))
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("\\040", " ")
+        .replace("\\011", "\t")
+        .replace("\\012", "\n")
+        .replace("\\134", "\\")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_parse_and_unknown_ones_are_refused() {
+        let o = parse_options(&["allow_other,ro".into(), "noatime".into()]).unwrap();
+        assert!(o.read_only);
+        assert!(matches!(o.acl, SessionACL::All));
+        assert!(o.fuse.contains(&MountOption::NoAtime));
+        assert!(
+            parse_options(&["frobnicate".into()])
+                .unwrap_err()
+                .contains("frobnicate")
+        );
+    }
+
+    #[test]
+    fn preflight_explains_missing_and_nonempty_mountpoints() {
+        let d = tempfile::tempdir().unwrap();
+        let missing = d.path().join("nope");
+        assert!(
+            preflight(&missing, false)
+                .unwrap_err()
+                .contains("does not exist")
+        );
+        std::fs::write(d.path().join("f"), b"x").unwrap();
+        assert!(
+            preflight(d.path(), false)
+                .unwrap_err()
+                .contains("not empty")
+        );
+        assert!(preflight(d.path(), true).is_ok());
+    }
+}
