@@ -104,6 +104,12 @@ impl ChunkCache {
         self.cache.invalidate(id);
     }
 
+    /// Empties the cache (counters are kept).
+    pub fn clear(&self) {
+        self.cache.invalidate_all();
+        self.cache.run_pending_tasks();
+    }
+
     pub fn stats(&self) -> CacheStats {
         self.cache.run_pending_tasks();
         CacheStats {

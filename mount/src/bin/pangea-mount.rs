@@ -88,7 +88,12 @@ fn run(args: Args) -> Result<(), String> {
     // Signals are handled by one thread with sigwait: block them before any
     // thread exists so every thread inherits the mask.
     let mut sigs = SigSet::empty();
-    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+    for s in [
+        Signal::SIGINT,
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGUSR1,
+    ] {
         sigs.add(s);
     }
     sigs.thread_block()
@@ -241,15 +246,27 @@ fn serve(
         }
     };
     info!(mountpoint = %mountpoint.display(), data_dir = %data_dir.display(), "mounted");
-    // Signals: unmount, which ends the session loop below.
+    // Signals: SIGUSR1 empties the read cache; the others unmount, which
+    // ends the session loop below.
     let sigs = *sigs;
+    let fs_sig = fs.clone();
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            if let Ok(sig) = sigs.wait() {
-                info!(signal = ?sig, "unmounting");
-                if let Err(e) = unmounter.unmount() {
-                    error!(error = %e, "unmount failed");
+            loop {
+                match sigs.wait() {
+                    Ok(Signal::SIGUSR1) => {
+                        fs_sig.drop_cache();
+                        info!("read cache emptied (SIGUSR1)");
+                    }
+                    Ok(sig) => {
+                        info!(signal = ?sig, "unmounting");
+                        if let Err(e) = unmounter.unmount() {
+                            error!(error = %e, "unmount failed");
+                        }
+                        break;
+                    }
+                    Err(_) => break,
                 }
             }
         })
