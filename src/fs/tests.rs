@@ -543,3 +543,48 @@ fn symlinks_and_special_files() {
         .unwrap();
     assert_eq!((d.kind, d.rdev), (FileKind::CharDev, 0x0501));
 }
+
+// --- Divergences from POSIX/Linux, as documented in docs/SEMANTICS.md ---
+
+#[test]
+fn semantics_read_does_not_update_atime() {
+    let t = setup();
+    let (f, fh) = t.fs.create(&C, ROOT_INO, b"a", 0o644).unwrap();
+    t.fs.write(f.ino, 0, b"data").unwrap();
+    t.fs.release(fh).unwrap();
+    let before = t.fs.getattr(f.ino).unwrap().atime;
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    t.fs.read(f.ino, 0, 4).unwrap();
+    assert_eq!(t.fs.getattr(f.ino).unwrap().atime, before);
+}
+
+#[test]
+fn semantics_blocks_follow_the_size_even_for_sparse_files() {
+    let t = setup();
+    let (f, fh) = t.fs.create(&C, ROOT_INO, b"s", 0o644).unwrap();
+    t.fs.write(f.ino, 10 << 20, b"x").unwrap();
+    t.fs.release(fh).unwrap();
+    let a = t.fs.getattr(f.ino).unwrap();
+    assert_eq!(a.blocks(), a.size.div_ceil(512));
+}
+
+#[test]
+fn semantics_only_basic_fallocate_modes_are_supported() {
+    let t = setup();
+    let (f, fh) = t.fs.create(&C, ROOT_INO, b"f", 0o644).unwrap();
+    t.fs.write(f.ino, 0, &[1; 8192]).unwrap();
+    let e = t.fs.fallocate(f.ino, 0, 4096, nix::libc::FALLOC_FL_COLLAPSE_RANGE).unwrap_err();
+    assert_eq!(e.errno(), nix::libc::EOPNOTSUPP);
+    t.fs.fallocate(f.ino, 100, 200, nix::libc::FALLOC_FL_PUNCH_HOLE | nix::libc::FALLOC_FL_KEEP_SIZE).unwrap();
+    let r = t.fs.read(f.ino, 0, 8192).unwrap();
+    assert!(r[100..300].iter().all(|&b| b == 0) && r[99] == 1 && r[300] == 1);
+    t.fs.release(fh).unwrap();
+}
+
+#[test]
+fn semantics_user_xattrs_only_on_files_and_directories() {
+    let t = setup();
+    let l = t.fs.symlink(&C, ROOT_INO, b"l", b"target").unwrap();
+    let e = t.fs.setxattr(&C, l.ino, b"user.x", b"1", XattrMode::Any).unwrap_err();
+    assert_eq!(e.errno(), nix::libc::EPERM);
+}
