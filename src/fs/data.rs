@@ -24,9 +24,11 @@ use super::types::{self, ChunkRef, FileKind, Inode, Time};
 use super::{Fs, FsError, FsResult};
 use crate::cache::Plain;
 use crate::ces::{Hint, Manifest};
-use crate::store::{Batch, Cf};
+use crate::store::{Batch, Cf, StoreError};
 
 const CHUNK_RECORD_VERSION: u8 = 1;
+/// Chunk files whose deletion waits for one shared WAL sync.
+const GC_BATCH: usize = 64;
 const LOC_INLINE: u8 = 0;
 const LOC_FILE: u8 = 1;
 
@@ -328,19 +330,25 @@ impl Fs {
     }
 
     /// fsync(2): data and metadata durable on local disk before returning.
+    /// Order: chunk files first, then the index batch that names them (WAL
+    /// sync), then the deletion of files the batch unreferenced.
     pub fn fsync(&self, ino: u64) -> FsResult<()> {
         if let Some(s) = self.existing_state(ino) {
             let mut st = lock(&s);
-            self.flush_file(ino, &mut st, true)?;
-            for blob in std::mem::take(&mut st.unsynced) {
-                self.chunks.sync(&blob)?;
+            self.flush_file(ino, &mut st, false)?;
+            let unsynced = std::mem::take(&mut st.unsynced);
+            if let Err(e) = self.sync_chunk_files(&unsynced) {
+                st.unsynced = unsynced;
+                return Err(e);
             }
         }
         self.kv.sync()?;
+        self.collect_garbage(true);
         Ok(())
     }
 
-    /// Flushes every open file's buffers (syncfs, unmount).
+    /// Flushes every open file's buffers and makes everything durable
+    /// (syncfs, fsyncdir, unmount).
     pub(super) fn flush_all(&self) -> FsResult<()> {
         let states: Vec<(u64, Arc<Mutex<OpenFile>>)> = self
             .open
@@ -349,12 +357,31 @@ impl Fs {
             .iter()
             .map(|(k, v)| (*k, v.clone()))
             .collect();
+        let mut unsynced = Vec::new();
         for (ino, s) in states {
             let mut st = lock(&s);
-            self.flush_file(ino, &mut st, true)?;
-            for blob in std::mem::take(&mut st.unsynced) {
-                self.chunks.sync(&blob)?;
-            }
+            self.flush_file(ino, &mut st, false)?;
+            unsynced.append(&mut st.unsynced);
+        }
+        self.sync_chunk_files(&unsynced)?;
+        self.kv.sync()?;
+        self.collect_garbage(true);
+        Ok(())
+    }
+
+    /// Makes the given chunk files durable: one fsync each, or one syncfs of
+    /// the data dir's filesystem when there are many.
+    fn sync_chunk_files(&self, blobs: &[[u8; 32]]) -> FsResult<()> {
+        const SYNCFS_ABOVE: usize = 16;
+        if blobs.len() > SYNCFS_ABOVE {
+            let dir = std::fs::File::open(self.chunks.dir())
+                .map_err(|e| FsError::from(StoreError::from(e)))?;
+            nix::unistd::syncfs(&dir)
+                .map_err(|e| FsError::from(StoreError::from(std::io::Error::from(e))))?;
+            return Ok(());
+        }
+        for blob in blobs {
+            self.chunks.sync(blob)?;
         }
         Ok(())
     }
@@ -941,13 +968,41 @@ impl Fs {
         Ok(dead)
     }
 
-    /// Deletes chunk files whose records are gone, then their GC entries.
+    /// Schedules the deletion of chunk files whose records are gone. A file
+    /// is deleted only once the batch that unreferenced it is durable (WAL
+    /// synced), so a power loss can never leave the index naming a deleted
+    /// file; until then its name waits here (and in the GC table).
     pub(super) fn delete_chunk_files(&self, blobs: &[[u8; 32]]) {
         if blobs.is_empty() {
             return;
         }
+        let n = {
+            let mut pending = self.gc_pending.lock().unwrap_or_else(|p| p.into_inner());
+            pending.extend_from_slice(blobs);
+            pending.len()
+        };
+        if n >= GC_BATCH {
+            self.collect_garbage(false);
+        }
+    }
+
+    /// Deletes the pending chunk files after a WAL sync (skipped when the
+    /// caller just synced), then their GC entries.
+    pub(super) fn collect_garbage(&self, synced: bool) {
+        let blobs = std::mem::take(&mut *self.gc_pending.lock().unwrap_or_else(|p| p.into_inner()));
+        if blobs.is_empty() {
+            return;
+        }
+        if !synced && let Err(e) = self.kv.sync() {
+            warn!(error = %e, "index sync failed; chunk deletion postponed");
+            self.gc_pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(blobs);
+            return;
+        }
         let mut b = Batch::new();
-        for blob in blobs {
+        for blob in &blobs {
             match self.chunks.delete(blob) {
                 Ok(_) => b.delete(Cf::Gc, blob),
                 Err(e) => warn!(error = %e, "chunk file deletion failed; retried at next mount"),
@@ -987,6 +1042,7 @@ impl Fs {
             true
         })?;
         self.delete_chunk_files(&gc);
+        self.collect_garbage(false);
         Ok(())
     }
 

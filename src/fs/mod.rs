@@ -175,6 +175,8 @@ pub struct Fs {
     next_fh: AtomicU64,
     /// Bytes held in write buffers across all files.
     dirty_total: AtomicU64,
+    /// Chunk files to delete after the next WAL sync (see `collect_garbage`).
+    gc_pending: Mutex<Vec<[u8; 32]>>,
     stats: data::Counters,
 }
 
@@ -212,6 +214,7 @@ impl Fs {
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             dirty_total: AtomicU64::new(0),
+            gc_pending: Mutex::new(Vec::new()),
             stats: data::Counters::default(),
         };
         if fs
@@ -289,11 +292,10 @@ impl Fs {
         b.put(Cf::Inode, &types::ino_key(inode.ino), &inode.encode());
     }
 
-    /// Makes everything written so far durable (fsyncdir, syncfs).
+    /// Makes everything written so far durable (fsyncdir, syncfs, unmount),
+    /// and deletes the chunk files that are no longer referenced.
     pub fn sync_all(&self) -> FsResult<()> {
-        self.flush_all()?;
-        self.kv.sync()?;
-        Ok(())
+        self.flush_all()
     }
 
     /// statfs: the capacity of the data dir's disk.

@@ -57,7 +57,9 @@ fn random(n: usize, seed: u64) -> Vec<u8> {
     v
 }
 
+/// Chunk files on disk once pending deletions have run (they wait for a WAL sync).
 fn chunk_files(t: &T) -> usize {
+    t.fs.sync_all().unwrap();
     let mut n = 0;
     ChunkFiles::open(&t.dir.path().join("chunks"))
         .unwrap()
@@ -573,9 +575,17 @@ fn semantics_only_basic_fallocate_modes_are_supported() {
     let t = setup();
     let (f, fh) = t.fs.create(&C, ROOT_INO, b"f", 0o644).unwrap();
     t.fs.write(f.ino, 0, &[1; 8192]).unwrap();
-    let e = t.fs.fallocate(f.ino, 0, 4096, nix::libc::FALLOC_FL_COLLAPSE_RANGE).unwrap_err();
+    let e =
+        t.fs.fallocate(f.ino, 0, 4096, nix::libc::FALLOC_FL_COLLAPSE_RANGE)
+            .unwrap_err();
     assert_eq!(e.errno(), nix::libc::EOPNOTSUPP);
-    t.fs.fallocate(f.ino, 100, 200, nix::libc::FALLOC_FL_PUNCH_HOLE | nix::libc::FALLOC_FL_KEEP_SIZE).unwrap();
+    t.fs.fallocate(
+        f.ino,
+        100,
+        200,
+        nix::libc::FALLOC_FL_PUNCH_HOLE | nix::libc::FALLOC_FL_KEEP_SIZE,
+    )
+    .unwrap();
     let r = t.fs.read(f.ino, 0, 8192).unwrap();
     assert!(r[100..300].iter().all(|&b| b == 0) && r[99] == 1 && r[300] == 1);
     t.fs.release(fh).unwrap();
@@ -585,6 +595,8 @@ fn semantics_only_basic_fallocate_modes_are_supported() {
 fn semantics_user_xattrs_only_on_files_and_directories() {
     let t = setup();
     let l = t.fs.symlink(&C, ROOT_INO, b"l", b"target").unwrap();
-    let e = t.fs.setxattr(&C, l.ino, b"user.x", b"1", XattrMode::Any).unwrap_err();
+    let e =
+        t.fs.setxattr(&C, l.ino, b"user.x", b"1", XattrMode::Any)
+            .unwrap_err();
     assert_eq!(e.errno(), nix::libc::EPERM);
 }
