@@ -16,10 +16,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tracing::{debug, warn};
 
+use super::encoder::JobResult;
 use super::types::{self, ChunkRef, FileKind, Inode, Time};
 use super::{Fs, FsError, FsResult};
 use crate::cache::Plain;
@@ -29,8 +31,8 @@ use crate::store::{Batch, Cf, StoreError};
 const CHUNK_RECORD_VERSION: u8 = 1;
 /// Chunk files whose deletion waits for one shared WAL sync.
 const GC_BATCH: usize = 64;
-const LOC_INLINE: u8 = 0;
-const LOC_FILE: u8 = 1;
+pub(crate) const LOC_INLINE: u8 = 0;
+pub(crate) const LOC_FILE: u8 = 1;
 
 /// Per-inode state while a file is open.
 #[derive(Default)]
@@ -47,6 +49,12 @@ pub(crate) struct OpenFile {
     drop_from: Option<u64>,
     /// Chunk files written since the last fsync.
     unsynced: Vec<[u8; 32]>,
+    /// Slots handed to the encoder pool, by slot: their plaintext, for reads.
+    inflight: BTreeMap<u64, Plain>,
+    /// Jobs not yet collected from `results`.
+    pending: usize,
+    /// Where the pool's jobs for this file report.
+    results: Option<(Sender<JobResult>, Receiver<JobResult>)>,
 }
 
 /// A chunk record: refcount, where the shards are, and the manifest.
@@ -96,13 +104,13 @@ fn blob_of(manifest: &[u8]) -> [u8; 32] {
 /// Data-path counters.
 #[derive(Default)]
 pub(crate) struct Counters {
-    chunks_encoded: AtomicU64,
-    chunks_deduped: AtomicU64,
-    chunks_decoded: AtomicU64,
-    chunks_repaired: AtomicU64,
-    chunks_lost: AtomicU64,
-    chunks_deleted: AtomicU64,
-    bytes_flushed: AtomicU64,
+    pub(crate) chunks_encoded: AtomicU64,
+    pub(crate) chunks_deduped: AtomicU64,
+    pub(crate) chunks_decoded: AtomicU64,
+    pub(crate) chunks_repaired: AtomicU64,
+    pub(crate) chunks_lost: AtomicU64,
+    pub(crate) chunks_deleted: AtomicU64,
+    pub(crate) bytes_flushed: AtomicU64,
 }
 
 /// A snapshot of the data-path counters.
@@ -139,7 +147,7 @@ impl Counters {
     }
 }
 
-fn bump(a: &AtomicU64, n: u64) {
+pub(crate) fn bump(a: &AtomicU64, n: u64) {
     a.fetch_add(n, Ordering::Relaxed);
 }
 
@@ -148,16 +156,16 @@ fn lock(m: &Mutex<OpenFile>) -> MutexGuard<'_, OpenFile> {
 }
 
 /// A chunk this process encoded and stored, not yet referenced.
-struct Stored {
+pub(crate) struct Stored {
     /// The encoded manifest.
-    manifest: Vec<u8>,
-    loc: u8,
+    pub(crate) manifest: Vec<u8>,
+    pub(crate) loc: u8,
     /// The shards, when they live in the index (`LOC_INLINE`).
-    inline: Vec<u8>,
+    pub(crate) inline: Vec<u8>,
 }
 
 impl Stored {
-    fn blob(&self) -> [u8; 32] {
+    pub(crate) fn blob(&self) -> [u8; 32] {
         blob_of(&self.manifest)
     }
 
@@ -181,13 +189,13 @@ impl Stored {
 }
 
 /// A chunk ready to be referenced by a flush.
-struct Prepared {
-    index: u64,
-    id: [u8; 32],
-    len: u32,
-    plain: Plain,
+pub(crate) struct Prepared {
+    pub(crate) index: u64,
+    pub(crate) id: [u8; 32],
+    pub(crate) len: u32,
+    pub(crate) plain: Plain,
     /// Set when this flush encoded the chunk (None: it was already stored).
-    encoded: Option<Stored>,
+    pub(crate) encoded: Option<Stored>,
 }
 
 impl Fs {
@@ -422,10 +430,12 @@ impl Fs {
             let within = (pos % cs) as usize;
             let n = ((cs - within as u64).min(end - pos)) as usize;
             let dirty = guard.as_ref().and_then(|g| g.dirty.get(&index));
+            let inflight = guard.as_ref().and_then(|g| g.inflight.get(&index));
             let stored;
-            let slot: &[u8] = match dirty {
-                Some(buf) => buf,
-                None => {
+            let slot: &[u8] = match (dirty, inflight) {
+                (Some(buf), _) => buf,
+                (None, Some(buf)) => buf,
+                (None, None) => {
                     stored = self.stored_slot(ino, index)?;
                     &stored
                 }
@@ -456,6 +466,7 @@ impl Fs {
             FileKind::Dir => return Err(FsError::IsDir),
             _ => return Err(FsError::Invalid),
         }
+        self.drain(ino, &mut st, false)?;
         let cs = u64::from(inode.chunk_size.max(1));
         let mut pos = offset;
         let mut src = data;
@@ -468,6 +479,8 @@ impl Fs {
                 // Whole-slot overwrites need not read the old chunk.
                 let base = if within == 0 && n as u64 == cs {
                     Vec::new()
+                } else if let Some(p) = st.inflight.get(&index) {
+                    p.to_vec()
                 } else {
                     self.stored_slot(ino, index)?.to_vec()
                 };
@@ -504,7 +517,7 @@ impl Fs {
         if self.dirty_total.load(Ordering::Relaxed) > self.cfg.dirty_limit as u64 {
             self.flush_file(ino, &mut st, false)?;
         } else if !full.is_empty() {
-            self.flush_slots(ino, &mut st, &full)?;
+            self.submit_slots(&inode, &mut st, &full);
         }
         if st.opens == 0 {
             // A write without an open handle (internal callers): persist now.
@@ -518,8 +531,9 @@ impl Fs {
     fn forget_if_closed(&self, ino: u64) {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let idle = open.get(&ino).is_some_and(|s| {
-            s.try_lock()
-                .is_ok_and(|st| st.opens == 0 && st.dirty.is_empty())
+            s.try_lock().is_ok_and(|st| {
+                st.opens == 0 && st.dirty.is_empty() && st.pending == 0 && st.inflight.is_empty()
+            })
         });
         if idle {
             open.remove(&ino);
@@ -539,6 +553,7 @@ impl Fs {
             FileKind::Dir => return Err(FsError::IsDir),
             _ => return Err(FsError::Invalid),
         }
+        self.drain(ino, &mut st, true)?;
         let cs = u64::from(inode.chunk_size.max(1));
         let keep = size.div_ceil(cs);
         let dropped: Vec<u64> = st.dirty.range(keep..).map(|(k, _)| *k).collect();
@@ -622,6 +637,7 @@ impl Fs {
     /// and times. With `sync`, chunk files are fsynced and the batch is
     /// written with a WAL sync.
     pub(super) fn flush_file(&self, ino: u64, st: &mut OpenFile, sync: bool) -> FsResult<()> {
+        self.drain(ino, st, true)?;
         let all: Vec<u64> = st.dirty.keys().copied().collect();
         self.flush_slots(ino, st, &all)?;
         if st.size.is_none() && st.mtime.is_none() && st.drop_from.is_none() {
@@ -660,7 +676,129 @@ impl Fs {
         };
         st.unsynced
             .extend(prepared.iter().filter_map(|p| p.encoded.as_ref()?.file()));
-        self.commit(ino, st, prepared, false)
+        let kept: Vec<(u64, Plain)> = prepared
+            .iter()
+            .map(|p| (p.index, p.plain.clone()))
+            .collect();
+        if let Err(e) = self.commit(ino, st, prepared, false) {
+            for (index, plain) in kept {
+                self.redirty(st, index, plain);
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Puts a slot's plaintext back into the write buffers after a failed
+    /// store, unless newer data for the slot is buffered already.
+    fn redirty(&self, st: &mut OpenFile, index: u64, plain: Plain) {
+        if st.dirty.contains_key(&index) {
+            return;
+        }
+        let buf = Arc::try_unwrap(plain).unwrap_or_else(|a| a.to_vec());
+        st.dirty_bytes += buf.len();
+        self.dirty_total
+            .fetch_add(buf.len() as u64, Ordering::Relaxed);
+        st.dirty.insert(index, buf);
+    }
+
+    /// Hands full slots to the encoder pool. A slot whose previous version
+    /// is still being encoded stays buffered (versions of one slot must
+    /// commit in order; it is flushed synchronously later).
+    fn submit_slots(&self, inode: &Inode, st: &mut OpenFile, slots: &[u64]) {
+        let tx = st.results.get_or_insert_with(channel).0.clone();
+        for &index in slots {
+            if st.inflight.contains_key(&index) {
+                continue;
+            }
+            let Some(buf) = st.dirty.remove(&index) else {
+                continue;
+            };
+            // Still counted in `dirty_total` until committed.
+            st.dirty_bytes -= buf.len();
+            let plain: Plain = Arc::new(buf);
+            st.inflight.insert(index, plain.clone());
+            st.pending += 1;
+            let enc = self.enc.clone();
+            let tx = tx.clone();
+            let name = inode.ino.to_string();
+            let job = Box::new(move || {
+                let _ = tx.send(enc.prepare_one(index, plain, &name));
+            });
+            if let Err(job) = self.pool.submit(job) {
+                job();
+            }
+        }
+    }
+
+    /// Commits the results of finished encoder jobs; with `wait`, waits for
+    /// every job of this file first. A failed job puts its data back into
+    /// the write buffers and its error is returned.
+    fn drain(&self, ino: u64, st: &mut OpenFile, wait: bool) -> FsResult<()> {
+        if st.pending == 0 {
+            return Ok(());
+        }
+        let mut done = Vec::new();
+        let mut failed = Vec::new();
+        if let Some((_, rx)) = &st.results {
+            while st.pending > 0 {
+                let r = if wait {
+                    match rx.recv() {
+                        Ok(r) => r,
+                        Err(_) => break,
+                    }
+                } else {
+                    match rx.try_recv() {
+                        Ok(r) => r,
+                        Err(_) => break,
+                    }
+                };
+                st.pending -= 1;
+                match r {
+                    Ok(p) => done.push(p),
+                    Err(f) => failed.push(f),
+                }
+            }
+        }
+        let mut first_err = None;
+        for (e, index, plain) in failed {
+            self.settle_inflight(st, index, &plain);
+            self.redirty(st, index, plain);
+            first_err.get_or_insert(e);
+        }
+        if !done.is_empty() {
+            st.unsynced
+                .extend(done.iter().filter_map(|p| p.encoded.as_ref()?.file()));
+            let kept: Vec<(u64, Plain)> = done.iter().map(|p| (p.index, p.plain.clone())).collect();
+            let committed = self.commit(ino, st, done, false);
+            for (index, plain) in kept {
+                self.settle_inflight(st, index, &plain);
+                if committed.is_err() {
+                    self.redirty(st, index, plain);
+                }
+            }
+            if let Err(e) = committed {
+                first_err.get_or_insert(e);
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// A job for `index` is over: forget its in-flight copy (if it is still
+    /// the current one) and stop counting its bytes.
+    fn settle_inflight(&self, st: &mut OpenFile, index: u64, plain: &Plain) {
+        if st
+            .inflight
+            .get(&index)
+            .is_some_and(|p| Arc::ptr_eq(p, plain))
+        {
+            st.inflight.remove(&index);
+        }
+        self.dirty_total
+            .fetch_sub(plain.len() as u64, Ordering::Relaxed);
     }
 
     /// Computes ids and encodes new chunks (in parallel); writes chunk files.
@@ -673,36 +811,9 @@ impl Fs {
     ) -> Result<Vec<Prepared>, (FsError, Vec<(u64, Vec<u8>)>)> {
         let name = format!("{}", inode.ino);
         let work = |(index, buf): (u64, Vec<u8>)| -> Result<Prepared, (FsError, (u64, Vec<u8>))> {
-            let id = *self.ces.chunk_id(&buf).as_bytes();
-            let exists = match self.kv.get(Cf::Chunk, &id) {
-                Ok(v) => v.is_some(),
-                Err(e) => return Err((e.into(), (index, buf))),
-            };
-            let len = buf.len() as u32;
-            if exists {
-                bump(&self.stats.chunks_deduped, 1);
-                return Ok(Prepared {
-                    index,
-                    id,
-                    len,
-                    plain: Arc::new(buf),
-                    encoded: None,
-                });
-            }
-            let hint = Hint {
-                file_name: Some(&name),
-                not_first_chunk: index > 0,
-            };
-            match self.encode_and_store(&buf, &hint) {
-                Ok(enc) => Ok(Prepared {
-                    index,
-                    id,
-                    len,
-                    plain: Arc::new(buf),
-                    encoded: Some(enc),
-                }),
-                Err(e) => Err((e, (index, buf))),
-            }
+            self.enc
+                .prepare_one(index, Arc::new(buf), &name)
+                .map_err(|(e, i, p)| (e, (i, Arc::try_unwrap(p).unwrap_or_else(|a| a.to_vec()))))
         };
         let results: Vec<Result<Prepared, (FsError, (u64, Vec<u8>))>> = if bufs.len() > 1 {
             let threads = std::thread::available_parallelism()
@@ -755,40 +866,6 @@ impl Fs {
                 Err((e, failed))
             }
         }
-    }
-
-    /// CES-encodes a chunk and, unless small enough to live in the index,
-    /// writes its shards to a chunk file (announced in the GC CF first, so
-    /// a crash before the commit cannot leak the file).
-    fn encode_and_store(&self, plain: &[u8], hint: &Hint<'_>) -> FsResult<Stored> {
-        let enc = self
-            .ces
-            .encode(plain, self.cfg.shard_params, hint)
-            .map_err(|e| FsError::Chunk {
-                chunk: "new".into(),
-                source: e,
-            })?;
-        bump(&self.stats.chunks_encoded, 1);
-        let (manifest, shards) = enc.into_parts();
-        let manifest = manifest.encode();
-        if shards.len() <= self.cfg.inline_max {
-            return Ok(Stored {
-                manifest,
-                loc: LOC_INLINE,
-                inline: shards,
-            });
-        }
-        let stored = Stored {
-            manifest,
-            loc: LOC_FILE,
-            inline: Vec::new(),
-        };
-        let blob = stored.blob();
-        let mut b = Batch::new();
-        b.put(Cf::Gc, &blob, &[]);
-        self.kv.write(b, false)?;
-        self.chunks.write(&blob, &shards, false)?;
-        Ok(stored)
     }
 
     /// One batch: new extents, refcounts, dropped extents, the inode.
@@ -886,7 +963,8 @@ impl Fs {
                             .cache
                             .get(&id)
                             .ok_or(FsError::Corrupt("deduplicated chunk vanished"))?;
-                        self.encode_and_store(&plain, &Hint::default())?
+                        self.enc
+                            .encode_and_store(&plain, &Hint::default())?
                             .into_record(&mut b, &id)
                     }
                     (None, None) => continue,
@@ -1096,7 +1174,7 @@ impl Fs {
 
     /// Re-encodes a damaged chunk with a fresh nonce and swaps its record.
     fn repair(&self, id: &[u8; 32], old: &ChunkRecord, plain: &[u8]) -> FsResult<()> {
-        let stored = self.encode_and_store(plain, &Hint::default())?;
+        let stored = self.enc.encode_and_store(plain, &Hint::default())?;
         let dead = {
             let _g = self.lock_ns();
             let current = match self.kv.get(Cf::Chunk, id)? {

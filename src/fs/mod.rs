@@ -21,6 +21,7 @@
 
 mod data;
 pub mod datadir;
+mod encoder;
 pub mod error;
 mod namespace;
 pub mod types;
@@ -161,8 +162,12 @@ pub struct DirEntry {
 /// The filesystem.
 pub struct Fs {
     kv: Arc<dyn Kv>,
-    chunks: ChunkFiles,
-    ces: Ces,
+    chunks: Arc<ChunkFiles>,
+    ces: Arc<Ces>,
+    /// The same handles, for the encoder pool's jobs.
+    enc: Arc<encoder::EncodeCtx>,
+    /// Encodes full chunks off the FUSE threads.
+    pool: encoder::Pool,
     cache: ChunkCache,
     cfg: FsConfig,
     /// Serializes every index mutation (see the module docs).
@@ -177,10 +182,13 @@ pub struct Fs {
     dirty_total: AtomicU64,
     /// Chunk files to delete after the next WAL sync (see `collect_garbage`).
     gc_pending: Mutex<Vec<[u8; 32]>>,
-    stats: data::Counters,
+    stats: Arc<data::Counters>,
 }
 
 const META_NEXT_INO: &[u8] = b"next_ino";
+/// Chunks waiting for an encoder thread: bounds the memory held by writers
+/// that run ahead of encoding (at 4 MiB chunks, 16 MiB).
+const ENCODE_QUEUE: usize = 4;
 
 impl Fs {
     /// Opens the filesystem stored in `kv` and `chunks`, creating the root
@@ -202,10 +210,24 @@ impl Fs {
             None => types::ROOT_INO + 1,
         };
         let cache = ChunkCache::new(cfg.cache_capacity, cfg.cache_ttl);
+        let chunks = Arc::new(chunks);
+        let ces = Arc::new(ces);
+        let stats = Arc::new(data::Counters::default());
+        let enc = Arc::new(encoder::EncodeCtx {
+            ces: ces.clone(),
+            kv: kv.clone(),
+            chunks: chunks.clone(),
+            stats: stats.clone(),
+            shard_params: cfg.shard_params,
+            inline_max: cfg.inline_max,
+        });
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         let fs = Fs {
             kv,
             chunks,
             ces,
+            enc,
+            pool: encoder::Pool::new(threads, ENCODE_QUEUE),
             cache,
             cfg,
             ns: Mutex::new(()),
@@ -215,7 +237,7 @@ impl Fs {
             next_fh: AtomicU64::new(1),
             dirty_total: AtomicU64::new(0),
             gc_pending: Mutex::new(Vec::new()),
-            stats: data::Counters::default(),
+            stats,
         };
         if fs
             .kv

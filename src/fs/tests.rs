@@ -600,3 +600,20 @@ fn semantics_user_xattrs_only_on_files_and_directories() {
             .unwrap_err();
     assert_eq!(e.errno(), nix::libc::EPERM);
 }
+
+#[test]
+fn full_chunks_encode_in_the_background_and_stay_readable_meanwhile() {
+    let t = setup();
+    let (f, fh) = t.fs.create(&C, ROOT_INO, b"seq", 0o644).unwrap();
+    let data = random(10 * 64 * 1024 + 5, 9);
+    for (i, piece) in data.chunks(16 * 1024).enumerate() {
+        t.fs.write(f.ino, (i * 16 * 1024) as u64, piece).unwrap();
+        // Read back what was just written while earlier chunks are being encoded.
+        let back = t.fs.read(f.ino, 0, ((i + 1) * 16 * 1024) as u32).unwrap();
+        assert_eq!(back, data[..back.len()]);
+    }
+    t.fs.flush(fh).unwrap();
+    assert_eq!(t.fs.data_stats().chunks_encoded, 11);
+    t.fs.release(fh).unwrap();
+    assert_eq!(t.fs.read(f.ino, 0, data.len() as u32).unwrap(), data);
+}

@@ -1,0 +1,180 @@
+//! Encoding off the FUSE threads: a fixed pool of workers (one per core)
+//! fed through a bounded queue. A writer that fills a chunk hands it to the
+//! pool and goes on; the results come back on the open file's channel and
+//! are committed by its next write, flush, fsync or release. A full queue
+//! makes the writer wait (bounded by the pool's progress), which is the
+//! back-pressure that keeps memory bounded.
+//!
+//! Invariant: a job touches no filesystem lock (only the index, which is
+//! thread-safe, and chunk files), so waiting for a job can never deadlock.
+
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use tracing::warn;
+
+use super::data::{Counters, LOC_FILE, LOC_INLINE, Prepared, Stored, bump};
+use super::{FsError, FsResult};
+use crate::cache::Plain;
+use crate::ces::{Ces, Hint, ShardParams};
+use crate::store::{Batch, Cf, ChunkFiles, Kv};
+
+/// What an encoding job needs, shared by the pool and the FUSE threads.
+pub(crate) struct EncodeCtx {
+    pub(crate) ces: Arc<Ces>,
+    pub(crate) kv: Arc<dyn Kv>,
+    pub(crate) chunks: Arc<ChunkFiles>,
+    pub(crate) stats: Arc<Counters>,
+    pub(crate) shard_params: ShardParams,
+    pub(crate) inline_max: usize,
+}
+
+/// A job's result: the chunk ready to commit, or the error with the slot
+/// and its buffer handed back.
+pub(crate) type JobResult = Result<Prepared, (FsError, u64, Plain)>;
+
+impl EncodeCtx {
+    /// Names slot `index`'s plaintext; encodes and stores it unless a chunk
+    /// with the same id is already stored.
+    pub(crate) fn prepare_one(&self, index: u64, plain: Plain, file_name: &str) -> JobResult {
+        let id = *self.ces.chunk_id(&plain).as_bytes();
+        let exists = match self.kv.get(Cf::Chunk, &id) {
+            Ok(v) => v.is_some(),
+            Err(e) => return Err((e.into(), index, plain)),
+        };
+        let len = plain.len() as u32;
+        if exists {
+            bump(&self.stats.chunks_deduped, 1);
+            return Ok(Prepared {
+                index,
+                id,
+                len,
+                plain,
+                encoded: None,
+            });
+        }
+        let hint = Hint {
+            file_name: Some(file_name),
+            not_first_chunk: index > 0,
+        };
+        match self.encode_and_store(&plain, &hint) {
+            Ok(enc) => Ok(Prepared {
+                index,
+                id,
+                len,
+                plain,
+                encoded: Some(enc),
+            }),
+            Err(e) => Err((e, index, plain)),
+        }
+    }
+
+    /// CES-encodes a chunk and, unless small enough to live in the index,
+    /// writes its shards to a chunk file (announced in the GC table first,
+    /// so a crash before the commit cannot leak the file).
+    pub(crate) fn encode_and_store(&self, plain: &[u8], hint: &Hint<'_>) -> FsResult<Stored> {
+        let enc = self
+            .ces
+            .encode(plain, self.shard_params, hint)
+            .map_err(|e| FsError::Chunk {
+                chunk: "new".into(),
+                source: e,
+            })?;
+        bump(&self.stats.chunks_encoded, 1);
+        let (manifest, shards) = enc.into_parts();
+        let manifest = manifest.encode();
+        if shards.len() <= self.inline_max {
+            return Ok(Stored {
+                manifest,
+                loc: LOC_INLINE,
+                inline: shards,
+            });
+        }
+        let stored = Stored {
+            manifest,
+            loc: LOC_FILE,
+            inline: Vec::new(),
+        };
+        let blob = stored.blob();
+        let mut b = Batch::new();
+        b.put(Cf::Gc, &blob, &[]);
+        self.kv.write(b, false)?;
+        self.chunks.write(&blob, &shards, false)?;
+        Ok(stored)
+    }
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The worker pool.
+pub(crate) struct Pool {
+    tx: Mutex<Option<SyncSender<Job>>>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Pool {
+    /// `threads` workers behind a queue of `queue` jobs.
+    pub(crate) fn new(threads: usize, queue: usize) -> Pool {
+        let (tx, rx) = sync_channel::<Job>(queue);
+        let rx = Arc::new(Mutex::new(rx));
+        let mut workers = Vec::new();
+        for i in 0..threads.max(1) {
+            let rx: Arc<Mutex<Receiver<Job>>> = rx.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("pangea-encode-{i}"))
+                .spawn(move || {
+                    loop {
+                        let job = match rx.lock() {
+                            Ok(r) => r.recv(),
+                            Err(p) => p.into_inner().recv(),
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => break, // the pool is shutting down
+                        }
+                    }
+                });
+            match spawned {
+                Ok(h) => workers.push(h),
+                Err(e) => warn!(error = %e, "cannot start an encoder thread"),
+            }
+        }
+        Pool {
+            tx: Mutex::new(Some(tx)),
+            workers: Mutex::new(workers),
+        }
+    }
+
+    /// Queues a job, waiting while the queue is full. Hands the job back
+    /// when the pool has no worker (the caller then runs it itself).
+    pub(crate) fn submit(&self, job: Job) -> Result<(), Job> {
+        let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if self
+            .workers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+        {
+            return Err(job);
+        }
+        match tx {
+            Some(tx) => tx.send(job).map_err(|e| e.0),
+            None => Err(job),
+        }
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        for h in self
+            .workers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            let _ = h.join();
+        }
+    }
+}
