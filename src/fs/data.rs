@@ -29,6 +29,8 @@ use crate::ces::{Hint, Manifest};
 use crate::store::{Batch, Cf, StoreError};
 
 const CHUNK_RECORD_VERSION: u8 = 1;
+/// Written chunks up to this size go into the read cache.
+const WRITE_CACHE_MAX: usize = 1 << 20;
 /// Chunk files whose deletion waits for one shared WAL sync.
 const GC_BATCH: usize = 64;
 pub(crate) const LOC_INLINE: u8 = 0;
@@ -927,7 +929,11 @@ impl Fs {
                     }
                     .encode(),
                 );
-                self.cache.insert(p.id, p.plain.clone());
+                // Small chunks are likely read again soon (editors, builds);
+                // large streams would only evict the read working set.
+                if p.plain.len() <= WRITE_CACHE_MAX {
+                    self.cache.insert(p.id, p.plain.clone());
+                }
                 if let Some(enc) = p.encoded
                     && let Some(blob) = new_records.insert(p.id, enc).and_then(|dup| dup.file())
                 {

@@ -56,7 +56,8 @@ pub struct FsConfig {
     pub cache_capacity: u64,
     /// Read-cache entry lifetime after its last read.
     pub cache_ttl: Duration,
-    /// Bytes of unflushed writes across all files before writers flush.
+    /// Bytes of unflushed writes across all files before writers flush
+    /// (with the cache, this bounds the daemon's memory).
     pub dirty_limit: usize,
     /// zstd levels by content class.
     pub policy: CompressionPolicy,
@@ -70,7 +71,7 @@ impl Default for FsConfig {
             inline_max: 64 * 1024,
             cache_capacity: crate::cache::DEFAULT_CAPACITY,
             cache_ttl: crate::cache::DEFAULT_TTL,
-            dirty_limit: 128 << 20,
+            dirty_limit: 64 << 20,
             policy: CompressionPolicy::default(),
         }
     }
