@@ -911,6 +911,8 @@ impl Fs {
                     }
                 }
             }
+            let plains: HashMap<[u8; 32], Plain> =
+                prepared.iter().map(|p| (p.id, p.plain.clone())).collect();
             for p in prepared {
                 let old = match drop_from {
                     Some(from) if p.index >= from => None,
@@ -965,8 +967,7 @@ impl Fs {
                     (None, Some(stored)) => stored.into_record(&mut b, &id),
                     (None, None) if d > 0 => {
                         // Deduplicated against a chunk deleted since: encode it now.
-                        let plain = self
-                            .cache
+                        let plain = plains
                             .get(&id)
                             .ok_or(FsError::Corrupt("deduplicated chunk vanished"))?;
                         self.enc
