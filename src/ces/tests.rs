@@ -326,6 +326,26 @@ fn manifest_round_trips_and_rejects_damage() {
 }
 
 #[test]
+fn hand_built_manifest_with_huge_lengths_is_an_error() {
+    // Found by fuzz/reconstruct: `sealed_len` overflowed on a stored length
+    // near u64::MAX (a panic in debug builds), and `ShardParams::shard_len`
+    // when rounding such a length up to even.
+    let c = ces();
+    let enc = c.encode(b"abc", params(1, 0), &Hint::default()).unwrap();
+    for stored_len in [u64::MAX, u64::MAX - 15, u64::MAX - 16] {
+        let mut m = enc.manifest.clone();
+        m.stored_len = stored_len;
+        m.plain_len = stored_len;
+        assert_eq!(m.sealed_len(), stored_len.saturating_add(TAG_LEN as u64));
+        assert!(m.validate().is_err());
+        assert!(matches!(
+            c.decode(&m, &all(&enc)),
+            Err(CesError::MalformedManifest(_))
+        ));
+    }
+}
+
+#[test]
 fn invalid_parameters_are_rejected() {
     assert!(matches!(
         ShardParams::new(0, 1),
