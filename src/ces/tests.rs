@@ -112,7 +112,7 @@ fn incompressible_data_is_stored_at_plaintext_size_plus_fixed_overhead() {
         assert_eq!(enc.manifest.codec, Codec::None);
         let data_bytes = usize::from(k) * enc.manifest.shard_len as usize;
         assert!(
-            data_bytes <= n + TAG_LEN + 2 * usize::from(k) - 1,
+            data_bytes < n + TAG_LEN + 2 * usize::from(k),
             "k={k} n={n}: {data_bytes}"
         );
     }
