@@ -58,12 +58,19 @@ fn dir(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// The policy the fixtures were written with (pinned: the default may change
+/// without changing the format).
+fn fixture_policy() -> CompressionPolicy {
+    CompressionPolicy {
+        text: Some(6),
+        binary: Some(3),
+        image: Some(1),
+        ..CompressionPolicy::default()
+    }
+}
+
 fn ces() -> Ces {
-    Ces::new(
-        &MasterKey::from_bytes(FIXTURE_KEY),
-        CompressionPolicy::default(),
-    )
-    .unwrap()
+    Ces::new(&MasterKey::from_bytes(FIXTURE_KEY), fixture_policy()).unwrap()
 }
 
 #[test]

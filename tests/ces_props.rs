@@ -65,9 +65,9 @@ proptest! {
         let mut shards: Vec<Option<Vec<u8>>> = enc.shards().map(|s| Some(s.to_vec())).collect();
         // Drop up to m shards.
         let mut dropped = 0;
-        for i in 0..total {
+        for (i, slot) in shards.iter_mut().enumerate() {
             if dmg.drop[i % dmg.drop.len()] && dropped < usize::from(m) {
-                shards[i] = None;
+                *slot = None;
                 dropped += 1;
             }
         }

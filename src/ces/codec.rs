@@ -56,23 +56,39 @@ fn with_compressor<T>(
     })
 }
 
-/// Compresses `data` into `out` (cleared first; its capacity is reused).
-/// Returns false, leaving `out` empty, when the result would not be smaller
-/// than the input: the caller then stores the data uncompressed.
-pub(crate) fn compress_into(data: &[u8], level: i32, out: &mut Vec<u8>) -> bool {
-    out.clear();
-    let bound = zstd::zstd_safe::compress_bound(data.len());
-    if out.capacity() < bound {
-        out.reserve(bound);
+/// Per-thread scratch buffers above this capacity are freed after use, so a
+/// rare huge chunk does not pin its compression bound for the thread's life.
+const SCRATCH_KEEP: usize = 16 << 20;
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Compresses `data` at `level` into a reused per-thread buffer and passes
+/// the frame to `f`. Returns None without calling `f` when compression fails
+/// or the frame would not be smaller than the input: the caller then stores
+/// the data uncompressed. Reusing the buffer lets the caller allocate its
+/// output at the exact compressed size instead of the compression bound.
+pub(crate) fn compress_then<T>(data: &[u8], level: i32, f: impl FnOnce(&[u8]) -> T) -> Option<T> {
+    if data.is_empty() {
+        return None;
     }
-    let ok = with_compressor(level, |c| c.compress_to_buffer(data, &mut *out).ok());
-    match ok {
-        Some(n) if n < data.len() => true,
-        _ => {
+    with_compressor(level, move |c| {
+        SCRATCH.with(|cell| {
+            let mut out = cell.try_borrow_mut().ok()?;
             out.clear();
-            false
-        }
-    }
+            out.reserve(zstd::zstd_safe::compress_bound(data.len()));
+            let n = c.compress_to_buffer(data, &mut *out).ok();
+            let result = match n {
+                Some(n) if n < data.len() => out.get(..n).map(f),
+                _ => None,
+            };
+            if out.capacity() > SCRATCH_KEEP {
+                *out = Vec::new();
+            }
+            result
+        })
+    })
 }
 
 /// Size of `data` compressed at `level` (used by the compressibility probe).
@@ -106,8 +122,7 @@ mod tests {
     #[test]
     fn round_trip_and_exact_length() {
         let data = b"abcabcabcabcabcabcabcabcabcabcabcabcabcabc".repeat(100);
-        let mut out = Vec::new();
-        assert!(compress_into(&data, 3, &mut out));
+        let out = compress_then(&data, 3, <[u8]>::to_vec).unwrap();
         assert!(out.len() < data.len());
         assert_eq!(decompress_exact(&out, data.len()).unwrap(), data);
         assert_eq!(
@@ -124,10 +139,18 @@ mod tests {
     fn incompressible_input_is_refused() {
         let mut data = vec![0u8; 4096];
         blake3::Hasher::new().finalize_xof().fill(&mut data);
-        let mut out = Vec::new();
-        assert!(!compress_into(&data, 3, &mut out));
-        assert!(out.is_empty());
-        assert!(!compress_into(b"", 3, &mut out));
+        assert_eq!(compress_then(&data, 3, <[u8]>::len), None);
+        assert_eq!(compress_then(b"", 3, <[u8]>::len), None);
+    }
+
+    #[test]
+    fn huge_scratch_is_released() {
+        let data = vec![b'a'; SCRATCH_KEEP + 1];
+        assert!(compress_then(&data, 1, |f| f.len()).is_some());
+        assert_eq!(SCRATCH.with(|s| s.borrow().capacity()), 0);
+        let small = vec![b'a'; 4096];
+        assert!(compress_then(&small, 1, |f| f.len()).is_some());
+        assert!(SCRATCH.with(|s| s.borrow().capacity()) > 0);
     }
 
     #[test]

@@ -49,9 +49,11 @@ impl Manifest {
         HEADER_LEN + 32 * shards + CHECKSUM_LEN
     }
 
-    /// Length of the sealed payload (ciphertext + tag).
+    /// Length of the sealed payload (ciphertext + tag). Saturates on a
+    /// manifest whose `stored_len` was never validated, which
+    /// [`Manifest::validate`] then rejects.
     pub fn sealed_len(&self) -> u64 {
-        self.stored_len + TAG_LEN as u64
+        self.stored_len.saturating_add(TAG_LEN as u64)
     }
 
     /// Checks that the fields agree with each other.

@@ -142,28 +142,25 @@ impl Ces {
         let chunk_id = self.keys.chunk_id(plaintext);
         let (class, mut codec) = self.policy.choose(plaintext, hint);
 
-        // One allocation holds the payload, its tag, the padding and the parity.
-        let k = usize::from(params.k());
-        let worst_s =
-            params
-                .shard_len(plain_len + TAG_LEN as u64)
-                .ok_or(ParamError::ChunkTooLarge {
-                    len: plain_len,
-                    max: MAX_CHUNK_LEN,
-                })? as usize;
-        let capacity =
-            (worst_s * params.total()).max(zstd::zstd_safe::compress_bound(plaintext.len()));
-        let mut buf = Vec::with_capacity(capacity);
-        if let Codec::Zstd { level } = codec
-            && !codec::compress_into(plaintext, level.into(), &mut buf)
-        {
-            codec = Codec::None;
-        }
-        if codec == Codec::None {
-            buf.clear();
-            buf.extend_from_slice(plaintext);
-        }
+        // One allocation, at its exact final size, holds the payload, its tag,
+        // the padding and the parity. zstd compresses into a reused per-thread
+        // buffer first, so a compressed chunk does not carry the compression
+        // bound (the plaintext size) as dead capacity.
+        let compressed = match codec {
+            Codec::Zstd { level } => codec::compress_then(plaintext, level.into(), |frame| {
+                working_buffer(frame, params, plain_len)
+            }),
+            Codec::None => None,
+        };
+        let mut buf = match compressed {
+            Some(buf) => buf?,
+            None => {
+                codec = Codec::None;
+                working_buffer(plaintext, params, plain_len)?
+            }
+        };
         let stored_len = buf.len() as u64;
+        let k = usize::from(params.k());
 
         let aad = seal::associated_data(FORMAT_VERSION, &chunk_id, plain_len, codec);
         let tag = seal::seal(self.keys.chunk_key(&chunk_id), &nonce, &aad, &mut buf)?;
@@ -278,6 +275,22 @@ impl Ces {
         };
         Ok((plaintext, report))
     }
+}
+
+/// A buffer holding `payload`, with the capacity for its tag, the shard
+/// padding and the parity shards, so that nothing after it reallocates.
+fn working_buffer(payload: &[u8], params: ShardParams, plain_len: u64) -> Result<Vec<u8>> {
+    let too_large = ParamError::ChunkTooLarge {
+        len: plain_len,
+        max: MAX_CHUNK_LEN,
+    };
+    let capacity = params
+        .shard_len(payload.len() as u64 + TAG_LEN as u64)
+        .and_then(|s| (s as usize).checked_mul(params.total()))
+        .ok_or(too_large)?;
+    let mut buf = Vec::with_capacity(capacity);
+    buf.extend_from_slice(payload);
+    Ok(buf)
 }
 
 /// Checks shard `index` of `manifest`: its length and its BLAKE3 address.

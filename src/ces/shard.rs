@@ -52,7 +52,7 @@ impl ShardParams {
     pub fn shard_len(self, sealed_len: u64) -> Option<u32> {
         let k = u64::from(self.k);
         let s = sealed_len.div_ceil(k).max(2);
-        let s = s + (s & 1);
+        let s = s.checked_add(s & 1)?;
         u32::try_from(s).ok()
     }
 }
@@ -151,6 +151,21 @@ mod tests {
         assert!(ShardParams::new(u16::MAX, 0).is_ok());
         assert!(ShardParams::new(60_000, 4_000).is_ok());
         assert!(ShardParams::new(60_000, 5_000).is_err());
+    }
+
+    #[test]
+    fn shard_len_of_a_huge_payload_is_none() {
+        // Found by fuzz/reconstruct: rounding u64::MAX up to even overflowed
+        // (a panic in debug, Some(0) in release).
+        for k in [1u16, 2, 3] {
+            let p = ShardParams::new(k, 0).unwrap();
+            assert_eq!(p.shard_len(u64::MAX), None, "k={k}");
+            assert_eq!(p.shard_len(u64::MAX - 1), None, "k={k}");
+        }
+        let one = ShardParams::new(1, 0).unwrap();
+        let top = u32::MAX - 1;
+        assert_eq!(one.shard_len(u64::from(top)), Some(top));
+        assert_eq!(one.shard_len(u64::from(top) + 1), None);
     }
 
     #[test]

@@ -112,7 +112,7 @@ fn incompressible_data_is_stored_at_plaintext_size_plus_fixed_overhead() {
         assert_eq!(enc.manifest.codec, Codec::None);
         let data_bytes = usize::from(k) * enc.manifest.shard_len as usize;
         assert!(
-            data_bytes <= n + TAG_LEN + 2 * usize::from(k) - 1,
+            data_bytes < n + TAG_LEN + 2 * usize::from(k),
             "k={k} n={n}: {data_bytes}"
         );
     }
@@ -323,6 +323,26 @@ fn manifest_round_trips_and_rejects_damage() {
     let mut v2 = bytes.clone();
     v2[4] = 2;
     assert_eq!(Manifest::decode(&v2), Err(ManifestError::Version(2)));
+}
+
+#[test]
+fn hand_built_manifest_with_huge_lengths_is_an_error() {
+    // Found by fuzz/reconstruct: `sealed_len` overflowed on a stored length
+    // near u64::MAX (a panic in debug builds), and `ShardParams::shard_len`
+    // when rounding such a length up to even.
+    let c = ces();
+    let enc = c.encode(b"abc", params(1, 0), &Hint::default()).unwrap();
+    for stored_len in [u64::MAX, u64::MAX - 15, u64::MAX - 16] {
+        let mut m = enc.manifest.clone();
+        m.stored_len = stored_len;
+        m.plain_len = stored_len;
+        assert_eq!(m.sealed_len(), stored_len.saturating_add(TAG_LEN as u64));
+        assert!(m.validate().is_err());
+        assert!(matches!(
+            c.decode(&m, &all(&enc)),
+            Err(CesError::MalformedManifest(_))
+        ));
+    }
 }
 
 #[test]
