@@ -317,6 +317,14 @@ impl Fs {
         if st.opens > 0 {
             return flushed;
         }
+        if let Err(e) = &flushed {
+            // close(2) already reported this error (flush runs first); the
+            // buffers cannot outlive the last handle.
+            warn!(ino, error = %e, "data of a closed file could not be stored and is dropped");
+        }
+        self.dirty_total.fetch_sub(st.dirty_bytes as u64, Ordering::Relaxed);
+        st.dirty.clear();
+        st.dirty_bytes = 0;
         self.open
             .lock()
             .unwrap_or_else(|p| p.into_inner())
