@@ -6,7 +6,6 @@
 //! * [`store`]: the local store: a column-family key-value index (RocksDB,
 //!   or in memory for tests) and whole files named by 32-byte ids. Knows
 //!   nothing of filesystems, CES or the network; the only user of `rocksdb`.
-//!
 //! * [`cache`]: the moka cache of plaintext chunks (byte-weighted, TTL
 //!   extended on every read).
 //! * [`fs`]: the filesystem core: namespace, file data through CES, xattrs,

@@ -1,0 +1,599 @@
+//! [`ChunkFiles`]: whole files named by a 32-byte id, one file per id, in a
+//! directory of this machine.
+//!
+//! Owns: the directory given to [`ChunkFiles::open`]. Its layout is
+//! `dir/ab/<64 hex digits>`, where `ab` is the id's first byte in hex (256
+//! subdirectories at most, created on first use), plus temporary files
+//! `dir/ab/tmp.<64 hex>.<n>` while a write is in flight.
+//!
+//! May not: know what the bytes are (shards, chunks) or verify them; the
+//! layers above check hashes. No other code writes into the directory.
+//!
+//! Invariants:
+//! * A chunk file is absent or complete. A write goes to a temp file in the
+//!   same directory and is renamed over the final name; on any failure
+//!   (ENOSPC included) the temp file is removed and nothing else changed.
+//! * `write(.., sync = true)` returns after the data, the name, and (if it had
+//!   to be created) the subdirectory are on disk: fdatasync of the file, then
+//!   rename, then fsync of the subdirectory.
+//! * Temp files only outlive their write after a crash; [`ChunkFiles::open`]
+//!   removes them. Open it only under the data directory's [`super::DataDirLock`],
+//!   or it could remove another process's in-flight writes.
+
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::{StoreError, from_io};
+
+/// Name prefix of in-flight writes. Chunk files are exactly 64 hex digits,
+/// so the two can never be confused.
+const TEMP_PREFIX: &str = "tmp.";
+
+/// The largest offset `pread(2)` accepts (`off_t` is signed).
+const MAX_OFFSET: u64 = i64::MAX as u64;
+
+/// Mode of chunk files: the bytes are encrypted, but still the owner's only.
+const FILE_MODE: u32 = 0o600;
+/// Mode of the store's directories.
+const DIR_MODE: u32 = 0o700;
+
+/// A directory of chunk files.
+#[derive(Debug)]
+pub struct ChunkFiles {
+    /// The root; chunk files live one level below, in `ab/` subdirectories.
+    dir: PathBuf,
+    /// Makes temp file names unique within this process (and the data
+    /// directory lock makes this process the only writer).
+    next_temp: AtomicU64,
+}
+
+/// Space and inodes of the file system holding a [`ChunkFiles`] directory,
+/// as `statvfs(3)` reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskUsage {
+    /// Preferred I/O size (`f_bsize`).
+    pub block_size: u64,
+    /// The unit of the block counts (`f_frsize`).
+    pub fragment_size: u64,
+    /// Size of the file system in bytes.
+    pub total_bytes: u64,
+    /// Free bytes, including those reserved for root.
+    pub free_bytes: u64,
+    /// Free bytes an unprivileged process may use.
+    pub available_bytes: u64,
+    /// Inodes in total.
+    pub total_inodes: u64,
+    /// Free inodes.
+    pub free_inodes: u64,
+    /// Free inodes an unprivileged process may use.
+    pub available_inodes: u64,
+    /// Longest file name, in bytes.
+    pub name_max: u64,
+}
+
+impl ChunkFiles {
+    /// Opens (creating it if missing) the chunk directory `dir` and removes
+    /// the temp files a crash left behind.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(DIR_MODE)
+            .create(dir)
+            .map_err(from_io)?;
+        let files = ChunkFiles {
+            dir: dir.to_path_buf(),
+            next_temp: AtomicU64::new(0),
+        };
+        let removed = files.remove_temp_files()?;
+        if removed > 0 {
+            tracing::info!(removed, dir = %dir.display(), "removed temp files left by a crash");
+        }
+        Ok(files)
+    }
+
+    /// The root directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where the file of `id` lives (whether or not it exists).
+    pub fn path(&self, id: &[u8; 32]) -> PathBuf {
+        let name = hex(id);
+        self.dir.join(&name[..2]).join(name)
+    }
+
+    /// Writes `bytes` as the whole file of `id`, replacing any earlier one
+    /// atomically. `sync`: also make it durable (see the module invariants).
+    /// On ENOSPC returns [`StoreError::NoSpace`] and leaves nothing behind.
+    pub fn write(&self, id: &[u8; 32], bytes: &[u8], sync: bool) -> Result<(), StoreError> {
+        self.write_with(id, sync, |file| file.write_all(bytes))
+    }
+
+    /// The write path with the filling of the temp file as a parameter, so
+    /// tests can fail it.
+    fn write_with(
+        &self,
+        id: &[u8; 32],
+        sync: bool,
+        fill: impl FnOnce(&mut File) -> io::Result<()>,
+    ) -> Result<(), StoreError> {
+        let target = self.path(id);
+        let Some(sub) = target.parent() else {
+            return Err(StoreError::Corrupt("chunk path has no parent"));
+        };
+        let n = self.next_temp.fetch_add(1, Ordering::Relaxed);
+        let temp = sub.join(format!("{TEMP_PREFIX}{}.{n}", hex(id)));
+
+        let file = match create_file(&temp) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.create_subdir(sub)?;
+                create_file(&temp).map_err(from_io)?
+            }
+            Err(e) => return Err(from_io(e)),
+        };
+        if let Err(e) = fill_and_rename(file, fill, sync, &temp, &target) {
+            if let Err(rm) = fs::remove_file(&temp)
+                && rm.kind() != io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %temp.display(), error = %rm, "cannot remove temp file");
+            }
+            return Err(from_io(e));
+        }
+        if sync {
+            sync_path(sub)?;
+        }
+        Ok(())
+    }
+
+    /// Reads from the file of `id` at `offset` into `buf`. Returns
+    /// `Ok(None)` when there is no such file, otherwise the number of bytes
+    /// read: `buf.len()`, or fewer at the end of the file (0 at or past it).
+    pub fn read_at(
+        &self,
+        id: &[u8; 32],
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<Option<usize>, StoreError> {
+        let Some(file) = self.open_existing(id)? else {
+            return Ok(None);
+        };
+        let mut done = 0;
+        while done < buf.len() {
+            // pread takes a signed offset: anything beyond is past the end.
+            let at = offset.saturating_add(done as u64);
+            if at > MAX_OFFSET {
+                break;
+            }
+            match file.read_at(&mut buf[done..], at) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(from_io(e)),
+            }
+        }
+        Ok(Some(done))
+    }
+
+    /// The whole file of `id`, or None if there is none.
+    pub fn read_all(&self, id: &[u8; 32]) -> Result<Option<Vec<u8>>, StoreError> {
+        match fs::read(self.path(id)) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(from_io(e)),
+        }
+    }
+
+    /// The length of the file of `id`, or None if there is none.
+    pub fn len(&self, id: &[u8; 32]) -> Result<Option<u64>, StoreError> {
+        match fs::metadata(self.path(id)) {
+            Ok(meta) => Ok(Some(meta.len())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(from_io(e)),
+        }
+    }
+
+    /// True when the file of `id` exists.
+    pub fn contains(&self, id: &[u8; 32]) -> Result<bool, StoreError> {
+        Ok(self.len(id)?.is_some())
+    }
+
+    /// Removes the file of `id`. Returns false if there was none. Not durable
+    /// until [`ChunkFiles::sync_dir`] of the same id.
+    pub fn delete(&self, id: &[u8; 32]) -> Result<bool, StoreError> {
+        match fs::remove_file(self.path(id)) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(from_io(e)),
+        }
+    }
+
+    /// Makes the file of `id` durable: fsync of the file, then of its
+    /// directory. Returns false (and syncs nothing) if there is no such file.
+    pub fn sync(&self, id: &[u8; 32]) -> Result<bool, StoreError> {
+        let Some(file) = self.open_existing(id)? else {
+            return Ok(false);
+        };
+        file.sync_all().map_err(from_io)?;
+        self.sync_dir(id)?;
+        Ok(true)
+    }
+
+    /// fsyncs the directory holding the file of `id`, which makes earlier
+    /// creations, renames and deletions of files in it durable. A directory
+    /// that does not exist yet holds nothing to sync.
+    pub fn sync_dir(&self, id: &[u8; 32]) -> Result<(), StoreError> {
+        let path = self.path(id);
+        let Some(sub) = path.parent() else {
+            return Err(StoreError::Corrupt("chunk path has no parent"));
+        };
+        match sync_path(sub) {
+            Err(StoreError::Io(e)) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Visits every chunk file (id and length) until `visit` returns false.
+    /// Order is unspecified; streams one directory entry at a time. Files
+    /// that are not chunk files (temp files, strays) are skipped.
+    pub fn visit(&self, visit: &mut dyn FnMut(&[u8; 32], u64) -> bool) -> Result<(), StoreError> {
+        for sub in self.subdirs()? {
+            for entry in fs::read_dir(&sub).map_err(from_io)? {
+                let entry = entry.map_err(from_io)?;
+                let Some(id) = entry.file_name().to_str().and_then(parse_hex) else {
+                    continue;
+                };
+                let meta = match entry.metadata() {
+                    Ok(meta) => meta,
+                    // Deleted since the listing.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(from_io(e)),
+                };
+                if meta.is_file() && !visit(&id, meta.len()) {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the temp files of interrupted writes; returns how many. Called
+    /// by [`ChunkFiles::open`]; must not run while writes are in flight.
+    pub fn remove_temp_files(&self) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        for sub in self.subdirs()? {
+            for entry in fs::read_dir(&sub).map_err(from_io)? {
+                let entry = entry.map_err(from_io)?;
+                if entry
+                    .file_name()
+                    .as_encoded_bytes()
+                    .starts_with(TEMP_PREFIX.as_bytes())
+                {
+                    match fs::remove_file(entry.path()) {
+                        Ok(()) => removed += 1,
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(from_io(e)),
+                    }
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Space and inodes of the file system holding the directory.
+    pub fn disk_usage(&self) -> Result<DiskUsage, StoreError> {
+        let st = nix::sys::statvfs::statvfs(self.dir.as_path()).map_err(|e| from_io(e.into()))?;
+        // The libc types are aliases of u64 on Linux; `as` keeps this portable.
+        let unit = st.fragment_size() as u64;
+        let bytes = |blocks: u64| blocks.saturating_mul(unit);
+        Ok(DiskUsage {
+            block_size: st.block_size() as u64,
+            fragment_size: unit,
+            total_bytes: bytes(st.blocks() as u64),
+            free_bytes: bytes(st.blocks_free() as u64),
+            available_bytes: bytes(st.blocks_available() as u64),
+            total_inodes: st.files() as u64,
+            free_inodes: st.files_free() as u64,
+            available_inodes: st.files_available() as u64,
+            name_max: st.name_max() as u64,
+        })
+    }
+
+    /// The `ab/` subdirectories that exist (two lowercase hex digits).
+    fn subdirs(&self) -> Result<Vec<PathBuf>, StoreError> {
+        let mut subs = Vec::new();
+        for entry in fs::read_dir(&self.dir).map_err(from_io)? {
+            let entry = entry.map_err(from_io)?;
+            let name = entry.file_name();
+            let is_shard_dir = name.len() == 2
+                && name
+                    .as_encoded_bytes()
+                    .iter()
+                    .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+            if is_shard_dir && entry.file_type().map_err(from_io)?.is_dir() {
+                subs.push(entry.path());
+            }
+        }
+        subs.sort();
+        Ok(subs)
+    }
+
+    /// Creates a subdirectory and makes its name durable in the root.
+    fn create_subdir(&self, sub: &Path) -> Result<(), StoreError> {
+        match DirBuilder::new().mode(DIR_MODE).create(sub) {
+            Ok(()) => sync_path(&self.dir),
+            // Another thread created it first; it synced the root.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(from_io(e)),
+        }
+    }
+
+    /// The file of `id` opened for reading, or None if there is none.
+    fn open_existing(&self, id: &[u8; 32]) -> Result<Option<File>, StoreError> {
+        match File::open(self.path(id)) {
+            Ok(file) => Ok(Some(file)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(from_io(e)),
+        }
+    }
+}
+
+/// Fills the temp file, fdatasyncs it if `sync`, closes it and renames it to
+/// `target`.
+fn fill_and_rename(
+    mut file: File,
+    fill: impl FnOnce(&mut File) -> io::Result<()>,
+    sync: bool,
+    temp: &Path,
+    target: &Path,
+) -> io::Result<()> {
+    fill(&mut file)?;
+    if sync {
+        file.sync_data()?;
+    }
+    drop(file);
+    fs::rename(temp, target)
+}
+
+/// Creates (or truncates a stale) temp file for writing.
+fn create_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(FILE_MODE)
+        .open(path)
+}
+
+/// fsync of a file or directory by path.
+fn sync_path(path: &Path) -> Result<(), StoreError> {
+    File::open(path).and_then(|f| f.sync_all()).map_err(from_io)
+}
+
+/// `id` as 64 lowercase hex digits.
+fn hex(id: &[u8; 32]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(64);
+    for b in id {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    s
+}
+
+/// The id named by exactly 64 lowercase hex digits.
+fn parse_hex(name: &str) -> Option<[u8; 32]> {
+    fn digit(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        }
+    }
+    let bytes = name.as_bytes();
+    if bytes.len() != 64 {
+        return None;
+    }
+    let mut id = [0u8; 32];
+    for (out, pair) in id.iter_mut().zip(bytes.chunks_exact(2)) {
+        *out = (digit(pair[0])? << 4) | digit(pair[1])?;
+    }
+    Some(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u8) -> [u8; 32] {
+        let mut id = [n; 32];
+        id[31] = n.wrapping_mul(7);
+        id
+    }
+
+    fn open() -> (tempfile::TempDir, ChunkFiles) {
+        let dir = tempfile::tempdir().unwrap();
+        let files = ChunkFiles::open(&dir.path().join("chunks")).unwrap();
+        (dir, files)
+    }
+
+    #[test]
+    fn hex_roundtrips_and_rejects_strays() {
+        let id = id(0xab);
+        let name = hex(&id);
+        assert_eq!(name.len(), 64);
+        assert!(name.starts_with("abab"));
+        assert_eq!(parse_hex(&name), Some(id));
+        assert_eq!(parse_hex(&name[..63]), None);
+        assert_eq!(parse_hex(&name.to_uppercase()), None);
+        assert_eq!(parse_hex(&format!("{TEMP_PREFIX}{}", &name[4..])), None);
+    }
+
+    #[test]
+    fn path_is_first_byte_dir_then_full_hex() {
+        let (_d, files) = open();
+        let id = id(0x3c);
+        let p = files.path(&id);
+        assert_eq!(p.parent().unwrap(), files.dir().join("3c"));
+        assert_eq!(p.file_name().unwrap().to_str().unwrap(), hex(&id));
+    }
+
+    #[test]
+    fn write_read_delete_roundtrip() {
+        let (_d, files) = open();
+        let a = id(1);
+        assert_eq!(files.read_all(&a).unwrap(), None);
+        assert_eq!(files.len(&a).unwrap(), None);
+        assert!(!files.delete(&a).unwrap());
+        for (sync, bytes) in [(false, b"hello\0world".to_vec()), (true, vec![])] {
+            files.write(&a, &bytes, sync).unwrap();
+            assert_eq!(files.read_all(&a).unwrap(), Some(bytes.clone()));
+            assert_eq!(files.len(&a).unwrap(), Some(bytes.len() as u64));
+        }
+        assert!(files.contains(&a).unwrap());
+        assert!(files.delete(&a).unwrap());
+        files.sync_dir(&a).unwrap();
+        assert!(!files.contains(&a).unwrap());
+        assert!(!files.delete(&a).unwrap());
+    }
+
+    #[test]
+    fn write_replaces_whole_file() {
+        let (_d, files) = open();
+        let a = id(2);
+        files.write(&a, &[1; 1000], true).unwrap();
+        files.write(&a, &[2; 10], true).unwrap();
+        assert_eq!(files.read_all(&a).unwrap(), Some(vec![2; 10]));
+    }
+
+    #[test]
+    fn large_file_roundtrips() {
+        let (_d, files) = open();
+        let a = id(3);
+        let bytes: Vec<u8> = (0..(4 << 20) + 1).map(|i: u32| (i % 251) as u8).collect();
+        files.write(&a, &bytes, false).unwrap();
+        assert_eq!(files.read_all(&a).unwrap(), Some(bytes));
+    }
+
+    #[test]
+    fn read_at_short_at_eof() {
+        let (_d, files) = open();
+        let a = id(4);
+        let mut buf = [0u8; 4];
+        assert_eq!(files.read_at(&a, 0, &mut buf).unwrap(), None);
+        files.write(&a, b"0123456789", false).unwrap();
+        assert_eq!(files.read_at(&a, 0, &mut buf).unwrap(), Some(4));
+        assert_eq!(&buf, b"0123");
+        assert_eq!(files.read_at(&a, 8, &mut buf).unwrap(), Some(2));
+        assert_eq!(&buf[..2], b"89");
+        assert_eq!(files.read_at(&a, 10, &mut buf).unwrap(), Some(0));
+        assert_eq!(files.read_at(&a, u64::MAX, &mut buf).unwrap(), Some(0));
+        assert_eq!(files.read_at(&a, 3, &mut []).unwrap(), Some(0));
+    }
+
+    #[test]
+    fn sync_reports_absence() {
+        let (_d, files) = open();
+        let a = id(5);
+        assert!(!files.sync(&a).unwrap());
+        files.sync_dir(&a).unwrap();
+        files.write(&a, b"x", false).unwrap();
+        assert!(files.sync(&a).unwrap());
+    }
+
+    #[test]
+    fn enospc_while_writing_leaves_nothing() {
+        let (_d, files) = open();
+        let a = id(6);
+        let err = files
+            .write_with(&a, true, |f| {
+                f.write_all(b"partial")?;
+                Err(io::Error::from_raw_os_error(28))
+            })
+            .unwrap_err();
+        assert!(matches!(err, StoreError::NoSpace), "{err:?}");
+        assert!(err.is_no_space());
+        assert!(!files.contains(&a).unwrap());
+        let left: Vec<_> = fs::read_dir(files.path(&a).parent().unwrap())
+            .unwrap()
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[test]
+    fn failed_overwrite_keeps_old_file() {
+        let (_d, files) = open();
+        let a = id(7);
+        files.write(&a, b"old", true).unwrap();
+        let err = files
+            .write_with(&a, false, |_| Err(io::Error::from_raw_os_error(5)))
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Io(_)), "{err:?}");
+        assert_eq!(files.read_all(&a).unwrap(), Some(b"old".to_vec()));
+    }
+
+    #[test]
+    fn open_removes_temp_leftovers_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("chunks");
+        let a = id(8);
+        {
+            let files = ChunkFiles::open(&root).unwrap();
+            files.write(&a, b"keep", true).unwrap();
+        }
+        let sub = root.join(&hex(&a)[..2]);
+        let temp = sub.join(format!("{TEMP_PREFIX}{}.7", hex(&a)));
+        fs::write(&temp, b"half").unwrap();
+        let files = ChunkFiles::open(&root).unwrap();
+        assert!(!temp.exists());
+        assert_eq!(files.read_all(&a).unwrap(), Some(b"keep".to_vec()));
+        assert_eq!(files.remove_temp_files().unwrap(), 0);
+    }
+
+    #[test]
+    fn visit_lists_chunk_files_and_stops() {
+        let (_d, files) = open();
+        let ids = [id(9), id(10), id(11)];
+        for (i, id) in ids.iter().enumerate() {
+            files.write(id, &vec![0; i], false).unwrap();
+        }
+        fs::write(files.dir().join(&hex(&ids[0])[..2]).join("stray"), b"").unwrap();
+        let mut seen = Vec::new();
+        files
+            .visit(&mut |id, len| {
+                seen.push((*id, len));
+                true
+            })
+            .unwrap();
+        seen.sort();
+        let mut want: Vec<_> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (*id, i as u64))
+            .collect();
+        want.sort();
+        assert_eq!(seen, want);
+        let mut count = 0;
+        files
+            .visit(&mut |_, _| {
+                count += 1;
+                false
+            })
+            .unwrap();
+        assert_eq!(count, 1);
+    }
+
+    #[test]
+    fn disk_usage_is_consistent() {
+        let (_d, files) = open();
+        let u = files.disk_usage().unwrap();
+        assert!(u.fragment_size > 0);
+        assert!(u.total_bytes >= u.free_bytes);
+        assert!(u.free_bytes >= u.available_bytes);
+        assert!(u.total_inodes >= u.free_inodes);
+        assert!(u.name_max >= 64);
+    }
+}
