@@ -1,6 +1,7 @@
 //! Pangea core library.
 //!
-//! Module map (imports point down this list, never up):
+//! Module map (imports point up this list, never down: `fs` may use the
+//! modules above it, `cache`, `store` and `ces` use none of the others):
 //! * [`ces`]: compress → encrypt → shard and back. Pure: no I/O, no async,
 //!   no threads; knows nothing of files, the index or the network.
 //! * [`store`]: the local store: a column-family key-value index (RocksDB,
@@ -11,7 +12,6 @@
 //! * [`fs`]: the filesystem core: namespace, file data through CES, xattrs,
 //!   POSIX rules. Knows nothing of FUSE (the adapter lives in `mount/`).
 //!
-//! Imports point one way: `fs` → `cache`, `store`, `ces`.
 //! Later layers (see docs/ARCHITECTURE.md): `net`, `workers`, `ctl`.
 
 pub mod cache;

@@ -979,7 +979,7 @@ impl Fs {
                             .get(&id)
                             .ok_or(FsError::Corrupt("deduplicated chunk vanished"))?;
                         self.enc
-                            .encode_and_store(&plain, &Hint::default())?
+                            .encode_and_store(plain, &Hint::default())?
                             .into_record(&mut b, &id)
                     }
                     (None, None) => continue,

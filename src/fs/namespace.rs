@@ -77,6 +77,7 @@ impl Fs {
 
     /// Creates a new inode of `kind` in `parent`. `mode` is already masked by
     /// the kernel's umask.
+    #[allow(clippy::too_many_arguments)]
     fn make_node(
         &self,
         ctx: &Ctx,
