@@ -93,9 +93,14 @@ fn set_time(t: TimeOrNow) -> SetTime {
     }
 }
 
-fn entry(reply: ReplyEntry, r: Result<Inode, FsError>) {
+/// Replies with an entry; the kernel now holds a reference to it, which
+/// the core counts until `forget`.
+fn entry(fs: &Fs, reply: ReplyEntry, r: Result<Inode, FsError>) {
     match r {
-        Ok(i) => reply.entry(&TTL, &attr(&i), Generation(0)),
+        Ok(i) => {
+            fs.remember(i.ino);
+            reply.entry(&TTL, &attr(&i), Generation(0))
+        }
         Err(e) => reply.error(errno(&e)),
     }
 }
@@ -123,6 +128,12 @@ impl Filesystem for FuseFs {
         Ok(())
     }
 
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        if let Err(e) = self.fs.forget(ino.0, nlookup) {
+            warn!(ino = ino.0, error = %e, "forget failed; the orphan is deleted at the next mount");
+        }
+    }
+
     fn destroy(&mut self) {
         if let Err(e) = self.fs.sync_all() {
             warn!(error = %e, "flush at unmount failed");
@@ -130,7 +141,7 @@ impl Filesystem for FuseFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        entry(reply, self.fs.lookup(parent.0, name.as_bytes()));
+        entry(&self.fs, reply, self.fs.lookup(parent.0, name.as_bytes()));
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -191,6 +202,7 @@ impl Filesystem for FuseFs {
         reply: ReplyEntry,
     ) {
         entry(
+            &self.fs,
             reply,
             self.fs
                 .mknod(&ctx(req), parent.0, name.as_bytes(), mode & !umask, rdev),
@@ -207,6 +219,7 @@ impl Filesystem for FuseFs {
         reply: ReplyEntry,
     ) {
         entry(
+            &self.fs,
             reply,
             self.fs
                 .mkdir(&ctx(req), parent.0, name.as_bytes(), mode & !umask),
@@ -230,6 +243,7 @@ impl Filesystem for FuseFs {
         reply: ReplyEntry,
     ) {
         entry(
+            &self.fs,
             reply,
             self.fs.symlink(
                 &ctx(req),
@@ -277,7 +291,11 @@ impl Filesystem for FuseFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        entry(reply, self.fs.link(ino.0, newparent.0, newname.as_bytes()));
+        entry(
+            &self.fs,
+            reply,
+            self.fs.link(ino.0, newparent.0, newname.as_bytes()),
+        );
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -400,14 +418,25 @@ impl Filesystem for FuseFs {
             let Ok(i) = fs.getattr(e.ino) else {
                 return true;
             };
-            !reply.add(
+            // The kernel counts a lookup per entry it receives, except for
+            // "." and "..". Counted before the reply goes out.
+            let dot = e.name == b"." || e.name == b"..";
+            if !dot {
+                fs.remember(e.ino);
+            }
+            let full = reply.add(
                 INodeNo(e.ino),
                 e.offset,
                 OsStr::from_bytes(&e.name),
                 &TTL,
                 &attr(&i),
                 Generation(0),
-            )
+            );
+            if full && !dot {
+                // Not sent: the kernel will not forget it.
+                let _ = fs.forget(e.ino, 1);
+            }
+            !full
         });
         match r {
             Ok(()) => reply.ok(),
@@ -505,13 +534,16 @@ impl Filesystem for FuseFs {
             .fs
             .create(&ctx(req), parent.0, name.as_bytes(), mode & !umask)
         {
-            Ok((i, fh)) => reply.created(
-                &TTL,
-                &attr(&i),
-                Generation(0),
-                FileHandle(fh),
-                FopenFlags::empty(),
-            ),
+            Ok((i, fh)) => {
+                self.fs.remember(i.ino);
+                reply.created(
+                    &TTL,
+                    &attr(&i),
+                    Generation(0),
+                    FileHandle(fh),
+                    FopenFlags::empty(),
+                )
+            }
             Err(e) => reply.error(errno(&e)),
         }
     }

@@ -330,11 +330,12 @@ impl Fs {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&ino);
         drop(st);
-        // The last close of an unlinked file deletes it.
+        // The last close of an unlinked file deletes it (unless the kernel
+        // still knows it: then its `forget` will).
         let dead = {
             let _g = self.lock_ns();
             match self.load(ino) {
-                Ok(inode) if inode.nlink == 0 => {
+                Ok(inode) if inode.nlink == 0 && !self.is_known(ino) => {
                     let mut b = Batch::new();
                     let dead = self.delete_inode(&mut b, ino)?;
                     self.kv.write(b, false)?;

@@ -183,6 +183,11 @@ pub struct Fs {
     dirty_total: AtomicU64,
     /// Chunk files to delete after the next WAL sync (see `collect_garbage`).
     gc_pending: Mutex<Vec<[u8; 32]>>,
+    /// Inode → references the kernel holds (FUSE's lookup count, see
+    /// `remember`/`forget`). An inode unlinked while the kernel still knows
+    /// it stays, as an orphan, until forgotten: an open(2) that resolved the
+    /// name just before a rename or unlink must still find it.
+    lookups: Mutex<HashMap<u64, u64>>,
     stats: Arc<data::Counters>,
 }
 
@@ -238,6 +243,7 @@ impl Fs {
             next_fh: AtomicU64::new(1),
             dirty_total: AtomicU64::new(0),
             gc_pending: Mutex::new(Vec::new()),
+            lookups: Mutex::new(HashMap::new()),
             stats,
         };
         if fs

@@ -246,12 +246,67 @@ impl Fs {
             self.put_inode(b, inode);
             return Ok(Vec::new());
         }
-        if self.is_open(inode.ino) {
+        if self.is_open(inode.ino) || self.is_known(inode.ino) {
             self.put_inode(b, inode);
             b.put(Cf::Orphan, &types::ino_key(inode.ino), &[]);
             return Ok(Vec::new());
         }
         self.delete_inode(b, inode.ino)
+    }
+
+    /// The kernel took one more reference to `ino` (a reply carrying its
+    /// entry: lookup, create, mkdir, mknod, symlink, link, readdirplus).
+    /// Call it before replying, so that the matching `forget` comes after.
+    pub fn remember(&self, ino: u64) {
+        if ino != types::ROOT_INO {
+            let mut l = self.lookups.lock().unwrap_or_else(|p| p.into_inner());
+            *l.entry(ino).or_default() += 1;
+        }
+    }
+
+    /// Does the kernel hold a reference to `ino`?
+    pub(super) fn is_known(&self, ino: u64) -> bool {
+        self.lookups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&ino)
+    }
+
+    /// FUSE forget: the kernel dropped `n` references to `ino`. When none
+    /// is left, an unlinked inode that is not open is deleted.
+    pub fn forget(&self, ino: u64, n: u64) -> FsResult<()> {
+        {
+            let mut l = self.lookups.lock().unwrap_or_else(|p| p.into_inner());
+            match l.get_mut(&ino) {
+                Some(count) if *count > n => {
+                    *count -= n;
+                    return Ok(());
+                }
+                Some(_) => {
+                    l.remove(&ino);
+                }
+                None => return Ok(()),
+            }
+        }
+        // Checked before taking `ns` (lock order: file, then ns); the kernel
+        // cannot open an inode it has forgotten.
+        if self.is_open(ino) {
+            return Ok(());
+        }
+        let dead = {
+            let _g = self.lock_ns();
+            match self.load(ino) {
+                Ok(inode) if inode.nlink == 0 && !self.is_known(ino) => {
+                    let mut b = Batch::new();
+                    let dead = self.delete_inode(&mut b, ino)?;
+                    self.kv.write(b, false)?;
+                    dead
+                }
+                _ => Vec::new(),
+            }
+        };
+        self.delete_chunk_files(&dead);
+        Ok(())
     }
 
     /// Removes an inode, its extents, xattrs and chunk references.

@@ -209,6 +209,30 @@ fn unlinked_open_file_stays_readable_until_release() {
 }
 
 #[test]
+fn inode_replaced_by_rename_lives_until_the_kernel_forgets_it() {
+    // The kernel resolved "doc" (lookup), then a rename replaced it before
+    // the open arrived: the open must still find the old inode.
+    let t = setup();
+    let (old, fh) = t.fs.create(&C, ROOT_INO, b"doc", 0o644).unwrap();
+    t.fs.remember(old.ino);
+    let data = random(100_000, 7);
+    t.fs.write(old.ino, 0, &data).unwrap();
+    t.fs.release(fh).unwrap();
+    let (new, fh) = t.fs.create(&C, ROOT_INO, b"tmp", 0o644).unwrap();
+    t.fs.release(fh).unwrap();
+    t.fs.rename(ROOT_INO, b"tmp", ROOT_INO, b"doc", RenameFlags::default())
+        .unwrap();
+    assert_eq!(t.fs.lookup(ROOT_INO, b"doc").unwrap().ino, new.ino);
+    let fh = t.fs.open(old.ino, false).unwrap();
+    assert_eq!(t.fs.read(old.ino, 0, 100_000).unwrap(), data);
+    t.fs.release(fh).unwrap();
+    assert_eq!(t.fs.getattr(old.ino).unwrap().nlink, 0, "known: kept");
+    t.fs.forget(old.ino, 1).unwrap();
+    assert!(matches!(t.fs.getattr(old.ino), Err(FsError::NotFound)));
+    assert_eq!(chunk_files(&t), 0);
+}
+
+#[test]
 fn orphans_left_by_a_crash_are_deleted_at_the_next_open() {
     let t = setup();
     let (f, fh) = t.fs.create(&C, ROOT_INO, b"u", 0o644).unwrap();
