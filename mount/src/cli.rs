@@ -79,11 +79,7 @@ pub fn preflight(mountpoint: &Path, nonempty: bool) -> Result<PathBuf, String> {
     }
     match std::fs::metadata(mountpoint) {
         Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
-            return Err(format!(
-                "{} is a stale mount left by a crashed process: clear it with 'fusermount3 -uz {}' and retry",
-                mountpoint.display(),
-                mountpoint.display()
-            ));
+            return Err(stale_mount(mountpoint));
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(format!(
@@ -104,6 +100,11 @@ pub fn preflight(mountpoint: &Path, nonempty: bool) -> Result<PathBuf, String> {
     let abs = std::fs::canonicalize(mountpoint)
         .map_err(|e| format!("mountpoint {}: {e}", mountpoint.display()))?;
     if is_mounted(&abs) {
+        // stat above may be answered from the kernel's attribute cache of a
+        // just-crashed mount; opening the directory always asks the daemon.
+        if std::fs::read_dir(&abs).is_err_and(|e| e.raw_os_error() == Some(libc::ENOTCONN)) {
+            return Err(stale_mount(&abs));
+        }
         return Err(format!(
             "{} is already a mount point: unmount it first (fusermount3 -u {})",
             abs.display(),
@@ -121,6 +122,14 @@ pub fn preflight(mountpoint: &Path, nonempty: bool) -> Result<PathBuf, String> {
         }
     }
     Ok(abs)
+}
+
+fn stale_mount(mountpoint: &Path) -> String {
+    format!(
+        "{} is a stale mount left by a crashed process: clear it with 'fusermount3 -uz {}' and retry",
+        mountpoint.display(),
+        mountpoint.display()
+    )
 }
 
 fn which(prog: &str) -> Option<PathBuf> {
