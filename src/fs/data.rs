@@ -33,6 +33,9 @@ const CHUNK_RECORD_VERSION: u8 = 1;
 const WRITE_CACHE_MAX: usize = 1 << 20;
 /// Chunk files whose deletion waits for one shared WAL sync.
 const GC_BATCH: usize = 64;
+/// With less free space than this (or than 1/20 of the disk), chunk files
+/// are deleted at once (a WAL sync each time) instead of in batches.
+const GC_NOW_BELOW_FREE_BYTES: u64 = 1 << 30;
 pub(crate) const LOC_INLINE: u8 = 0;
 pub(crate) const LOC_FILE: u8 = 1;
 
@@ -901,6 +904,7 @@ impl Fs {
                 Err(e) => return Err(e),
             };
             let mut b = Batch::new();
+            let committing: Vec<u64> = prepared.iter().map(|p| p.index).collect();
             let mut delta: HashMap<[u8; 32], i64> = HashMap::new();
             let mut new_records: HashMap<[u8; 32], Stored> = HashMap::new();
             let mut orphaned_blobs = Vec::new();
@@ -1006,8 +1010,21 @@ impl Fs {
                 b.put(Cf::Gc, blob, &[]);
             }
             dead.extend(orphaned_blobs);
-            if let Some(size) = st.size.take() {
-                inode.size = size;
+            if let Some(size) = st.size {
+                // The stored size never covers appended data that is not
+                // stored yet (buffered, or still being encoded): if storing
+                // it fails (ENOSPC), the file must not show zeros where data
+                // was written. The full size stays in the overlay until then.
+                let cs = u64::from(inode.chunk_size.max(1));
+                let limit = st
+                    .dirty
+                    .keys()
+                    .chain(st.inflight.keys())
+                    .filter(|i| !committing.contains(i))
+                    .filter(|&&i| i.saturating_add(1).saturating_mul(cs) > inode.size)
+                    .map(|&i| i.saturating_mul(cs).max(inode.size))
+                    .min();
+                inode.size = limit.map_or(size, |l| size.min(l));
             }
             if let Some(t) = st.mtime.take() {
                 inode.mtime = t;
@@ -1015,10 +1032,13 @@ impl Fs {
             if let Some(t) = st.ctime.take() {
                 inode.ctime = t;
             }
-            // Keep the overlay coherent with slots still buffered past the size.
             self.put_inode(&mut b, &inode);
             if let Err(e) = self.kv.write(b, sync) {
                 return Err(e.into());
+            }
+            // Only now: a failed batch keeps the size in the overlay.
+            if st.size == Some(inode.size) {
+                st.size = None;
             }
             dead
         };
@@ -1075,9 +1095,17 @@ impl Fs {
             pending.extend_from_slice(blobs);
             pending.len()
         };
-        if n >= GC_BATCH {
+        if n >= GC_BATCH || self.disk_is_low() {
             self.collect_garbage(false);
         }
+    }
+
+    /// Is the data dir's disk nearly full? Then deletions are not batched:
+    /// the space is what the user is waiting for.
+    fn disk_is_low(&self) -> bool {
+        self.chunks.disk_usage().map_or(true, |u| {
+            u.available_bytes < GC_NOW_BELOW_FREE_BYTES.max(u.total_bytes / 20)
+        })
     }
 
     /// Deletes the pending chunk files after a WAL sync (skipped when the
