@@ -42,14 +42,12 @@ pub(crate) const LOC_FILE: u8 = 1;
 /// Per-inode state while a file is open.
 #[derive(Default)]
 pub(crate) struct OpenFile {
-    opens: u32,
+    /// Open count, size and times: shared with the open map so that getattr
+    /// and the namespace (which hold `ns`) read them without this file's lock.
+    attrs: Arc<Mutex<Pending>>,
     /// Slot index → the slot's full plaintext as it should become.
     dirty: BTreeMap<u64, Vec<u8>>,
     dirty_bytes: usize,
-    /// Size, mtime and ctime not yet written to the index.
-    size: Option<u64>,
-    mtime: Option<Time>,
-    ctime: Option<Time>,
     /// After a truncate: extents from this slot on are to be dropped.
     drop_from: Option<u64>,
     /// Chunk files written since the last fsync.
@@ -60,6 +58,33 @@ pub(crate) struct OpenFile {
     pending: usize,
     /// Where the pool's jobs for this file report.
     results: Option<(Sender<JobResult>, Receiver<JobResult>)>,
+}
+
+/// What an open file has that the index does not have yet. Its lock is a
+/// leaf: nothing else is locked while it is held.
+#[derive(Default)]
+pub(crate) struct Pending {
+    opens: u32,
+    size: Option<u64>,
+    mtime: Option<Time>,
+    ctime: Option<Time>,
+}
+
+/// An open file in the open map: its state, and its pending attributes.
+#[derive(Clone)]
+pub(crate) struct OpenEntry {
+    state: Arc<Mutex<OpenFile>>,
+    attrs: Arc<Mutex<Pending>>,
+}
+
+impl OpenFile {
+    fn a(&self) -> MutexGuard<'_, Pending> {
+        self.attrs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn pending(p: &Mutex<Pending>) -> MutexGuard<'_, Pending> {
+    p.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A chunk record: refcount, where the shards are, and the manifest.
@@ -206,10 +231,27 @@ pub(crate) struct Prepared {
 impl Fs {
     fn state(&self, ino: u64) -> Arc<Mutex<OpenFile>> {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        open.entry(ino).or_default().clone()
+        open.entry(ino)
+            .or_insert_with(|| {
+                let attrs = Arc::new(Mutex::new(Pending::default()));
+                let state = OpenFile {
+                    attrs: attrs.clone(),
+                    ..OpenFile::default()
+                };
+                OpenEntry {
+                    state: Arc::new(Mutex::new(state)),
+                    attrs,
+                }
+            })
+            .state
+            .clone()
     }
 
     fn existing_state(&self, ino: u64) -> Option<Arc<Mutex<OpenFile>>> {
+        self.entry(ino).map(|e| e.state)
+    }
+
+    fn entry(&self, ino: u64) -> Option<OpenEntry> {
         self.open
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -217,21 +259,23 @@ impl Fs {
             .cloned()
     }
 
+    /// Is `ino` open? Takes no file lock (callable under `ns`).
     pub(super) fn is_open(&self, ino: u64) -> bool {
-        self.existing_state(ino).is_some_and(|s| lock(&s).opens > 0)
+        self.entry(ino).is_some_and(|e| pending(&e.attrs).opens > 0)
     }
 
-    /// Applies size and times of unflushed writes to `inode`.
+    /// Applies size and times of unflushed writes to `inode`. Takes no file
+    /// lock (callable under `ns`).
     pub(super) fn overlay(&self, inode: &mut Inode) {
-        if let Some(s) = self.existing_state(inode.ino) {
-            let st = lock(&s);
-            if let Some(size) = st.size {
+        if let Some(e) = self.entry(inode.ino) {
+            let a = pending(&e.attrs);
+            if let Some(size) = a.size {
                 inode.size = size;
             }
-            if let Some(t) = st.mtime {
+            if let Some(t) = a.mtime {
                 inode.mtime = t;
             }
-            if let Some(t) = st.ctime {
+            if let Some(t) = a.ctime {
                 inode.ctime = t;
             }
         }
@@ -239,13 +283,13 @@ impl Fs {
 
     /// setattr wrote times: pending ones from writes must not override them.
     pub(super) fn set_overlay_times(&self, ino: u64, mtime: Time, ctime: Time) {
-        if let Some(s) = self.existing_state(ino) {
-            let mut st = lock(&s);
-            if st.mtime.is_some() {
-                st.mtime = Some(mtime);
+        if let Some(e) = self.entry(ino) {
+            let mut a = pending(&e.attrs);
+            if a.mtime.is_some() {
+                a.mtime = Some(mtime);
             }
-            if st.ctime.is_some() {
-                st.ctime = Some(ctime);
+            if a.ctime.is_some() {
+                a.ctime = Some(ctime);
             }
         }
     }
@@ -255,7 +299,7 @@ impl Fs {
         let inode = self.load(ino)?;
         if inode.kind == FileKind::File {
             let s = self.state(ino);
-            lock(&s).opens += 1;
+            lock(&s).a().opens += 1;
             if truncate && inode.size > 0 {
                 self.truncate(ino, 0)?;
             }
@@ -316,8 +360,12 @@ impl Fs {
         };
         let mut st = lock(&s);
         let flushed = self.flush_file(ino, &mut st, false);
-        st.opens = st.opens.saturating_sub(1);
-        if st.opens > 0 {
+        let opens = {
+            let mut a = st.a();
+            a.opens = a.opens.saturating_sub(1);
+            a.opens
+        };
+        if opens > 0 {
             return flushed;
         }
         if let Err(e) = &flushed {
@@ -325,7 +373,8 @@ impl Fs {
             // buffers cannot outlive the last handle.
             warn!(ino, error = %e, "data of a closed file could not be stored and is dropped");
         }
-        self.dirty_total.fetch_sub(st.dirty_bytes as u64, Ordering::Relaxed);
+        self.dirty_total
+            .fetch_sub(st.dirty_bytes as u64, Ordering::Relaxed);
         st.dirty.clear();
         st.dirty_bytes = 0;
         self.open
@@ -377,7 +426,7 @@ impl Fs {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .map(|(k, v)| (*k, v.clone()))
+            .map(|(k, v)| (*k, v.state.clone()))
             .collect();
         let mut unsynced = Vec::new();
         for (ino, s) in states {
@@ -431,7 +480,10 @@ impl Fs {
         if inode.kind == FileKind::Dir {
             return Err(FsError::IsDir);
         }
-        let file_size = guard.as_ref().and_then(|g| g.size).unwrap_or(inode.size);
+        let file_size = guard
+            .as_ref()
+            .and_then(|g| g.a().size)
+            .unwrap_or(inode.size);
         if offset >= file_size {
             return Ok(Vec::new());
         }
@@ -524,16 +576,18 @@ impl Fs {
             src = &src[n..];
         }
         let now = Time::now();
-        let size = st.size.unwrap_or(inode.size).max(end);
-        st.size = Some(size);
-        st.mtime = Some(now);
-        st.ctime = Some(now);
+        {
+            let mut a = st.a();
+            a.size = Some(a.size.unwrap_or(inode.size).max(end));
+            a.mtime = Some(now);
+            a.ctime = Some(now);
+        }
         if self.dirty_total.load(Ordering::Relaxed) > self.cfg.dirty_limit as u64 {
             self.flush_file(ino, &mut st, false)?;
         } else if !full.is_empty() {
             self.submit_slots(&inode, &mut st, &full);
         }
-        if st.opens == 0 {
+        if st.a().opens == 0 {
             // A write without an open handle (internal callers): persist now.
             self.flush_file(ino, &mut st, false)?;
             drop(st);
@@ -545,8 +599,11 @@ impl Fs {
     fn forget_if_closed(&self, ino: u64) {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let idle = open.get(&ino).is_some_and(|s| {
-            s.try_lock().is_ok_and(|st| {
-                st.opens == 0 && st.dirty.is_empty() && st.pending == 0 && st.inflight.is_empty()
+            s.state.try_lock().is_ok_and(|st| {
+                st.a().opens == 0
+                    && st.dirty.is_empty()
+                    && st.pending == 0
+                    && st.inflight.is_empty()
             })
         });
         if idle {
@@ -602,11 +659,14 @@ impl Fs {
         }
         st.drop_from = Some(st.drop_from.map_or(keep, |d| d.min(keep)));
         let now = Time::now();
-        st.size = Some(size);
-        st.mtime = Some(now);
-        st.ctime = Some(now);
+        {
+            let mut a = st.a();
+            a.size = Some(size);
+            a.mtime = Some(now);
+            a.ctime = Some(now);
+        }
         self.flush_file(ino, &mut st, false)?;
-        if st.opens == 0 {
+        if st.a().opens == 0 {
             drop(st);
             self.forget_if_closed(ino);
         }
@@ -654,7 +714,11 @@ impl Fs {
         self.drain(ino, st, true)?;
         let all: Vec<u64> = st.dirty.keys().copied().collect();
         self.flush_slots(ino, st, &all)?;
-        if st.size.is_none() && st.mtime.is_none() && st.drop_from.is_none() {
+        let nothing = {
+            let a = st.a();
+            a.size.is_none() && a.mtime.is_none()
+        };
+        if nothing && st.drop_from.is_none() {
             return Ok(());
         }
         self.commit(ino, st, Vec::new(), sync)
@@ -1010,7 +1074,8 @@ impl Fs {
                 b.put(Cf::Gc, blob, &[]);
             }
             dead.extend(orphaned_blobs);
-            if let Some(size) = st.size {
+            let pending_size = st.a().size;
+            if let Some(size) = pending_size {
                 // The stored size never covers appended data that is not
                 // stored yet (buffered, or still being encoded): if storing
                 // it fails (ENOSPC), the file must not show zeros where data
@@ -1026,19 +1091,25 @@ impl Fs {
                     .min();
                 inode.size = limit.map_or(size, |l| size.min(l));
             }
-            if let Some(t) = st.mtime.take() {
-                inode.mtime = t;
-            }
-            if let Some(t) = st.ctime.take() {
-                inode.ctime = t;
+            {
+                let mut a = st.a();
+                if let Some(t) = a.mtime.take() {
+                    inode.mtime = t;
+                }
+                if let Some(t) = a.ctime.take() {
+                    inode.ctime = t;
+                }
             }
             self.put_inode(&mut b, &inode);
             if let Err(e) = self.kv.write(b, sync) {
                 return Err(e.into());
             }
             // Only now: a failed batch keeps the size in the overlay.
-            if st.size == Some(inode.size) {
-                st.size = None;
+            {
+                let mut a = st.a();
+                if a.size == Some(inode.size) {
+                    a.size = None;
+                }
             }
             dead
         };

@@ -40,8 +40,6 @@ pub use data::DataStats;
 pub use error::{FsError, FsResult};
 pub use types::{FileKind, Inode, NAME_MAX, ROOT_INO, Time};
 
-use data::OpenFile;
-
 /// Tunables of the filesystem core.
 #[derive(Debug, Clone)]
 pub struct FsConfig {
@@ -175,7 +173,7 @@ pub struct Fs {
     ns: Mutex<()>,
     next_ino: AtomicU64,
     /// Per-inode state of open files.
-    open: Mutex<HashMap<u64, Arc<Mutex<OpenFile>>>>,
+    open: Mutex<HashMap<u64, data::OpenEntry>>,
     /// File handle → inode.
     handles: Mutex<HashMap<u64, u64>>,
     next_fh: AtomicU64,

@@ -641,3 +641,55 @@ fn full_chunks_encode_in_the_background_and_stay_readable_meanwhile() {
     t.fs.release(fh).unwrap();
     assert_eq!(t.fs.read(f.ino, 0, data.len() as u32).unwrap(), data);
 }
+
+#[test]
+fn writers_and_namespace_changes_on_one_file_do_not_deadlock() {
+    // write/flush take the file's lock, then `ns`; chmod, link and unlink
+    // take `ns` and look at the open file's pending attributes: those must
+    // not need the file's lock.
+    let t = Arc::new(setup());
+    let (f, fh) = t.fs.create(&C, ROOT_INO, b"w", 0o644).unwrap();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let writer = {
+        let t = t.clone();
+        let done_tx = done_tx.clone();
+        std::thread::spawn(move || {
+            let data = random(64 * 1024, 11);
+            for i in 0..200u64 {
+                t.fs.write(f.ino, (i % 8) * 64 * 1024, &data).unwrap();
+                if i % 10 == 0 {
+                    t.fs.flush(fh).unwrap();
+                }
+            }
+            done_tx.send(()).unwrap();
+        })
+    };
+    let namer = {
+        let t = t.clone();
+        std::thread::spawn(move || {
+            for i in 0..200u32 {
+                t.fs.setattr(
+                    &C,
+                    f.ino,
+                    &SetAttr {
+                        mode: Some(0o600 + (i % 2) * 0o44),
+                        ..Default::default()
+                    },
+                )
+                .unwrap();
+                t.fs.link(f.ino, ROOT_INO, b"w2").unwrap();
+                t.fs.getattr(f.ino).unwrap();
+                t.fs.unlink(ROOT_INO, b"w2").unwrap();
+            }
+            done_tx.send(()).unwrap();
+        })
+    };
+    for _ in 0..2 {
+        done_rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("deadlock: a thread did not finish in 60 s");
+    }
+    writer.join().unwrap();
+    namer.join().unwrap();
+    t.fs.release(fh).unwrap();
+}
