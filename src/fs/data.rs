@@ -526,13 +526,16 @@ impl Fs {
         }
         let s = self.state(ino);
         let mut st = lock(&s);
+        // Commit finished encoder jobs before loading the inode: a commit
+        // stores the size and clears it from the overlay, so an inode loaded
+        // before it would make this write shrink the file to its old size.
+        self.drain(ino, &mut st, false)?;
         let inode = self.load(ino)?;
         match inode.kind {
             FileKind::File => {}
             FileKind::Dir => return Err(FsError::IsDir),
             _ => return Err(FsError::Invalid),
         }
-        self.drain(ino, &mut st, false)?;
         let cs = u64::from(inode.chunk_size.max(1));
         let mut pos = offset;
         let mut src = data;

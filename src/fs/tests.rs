@@ -693,3 +693,42 @@ fn writers_and_namespace_changes_on_one_file_do_not_deadlock() {
     namer.join().unwrap();
     t.fs.release(fh).unwrap();
 }
+
+/// Waits until the encoder pool has stored `n` chunks in all, then a little
+/// longer so the job's result has reached the file's channel.
+fn wait_encoded(t: &T, n: u64) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while t.fs.data_stats().chunks_encoded < n {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "encoder job did not finish"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(100));
+}
+
+#[test]
+fn a_write_after_a_background_commit_keeps_the_committed_size() {
+    // fsx (multi-chunk file): a write filling a slot up to its end extends
+    // the file; the slot is committed in the background, which stores the
+    // size and clears it from the overlay. The next write must start from
+    // that stored size, not from the inode it loaded before the commit.
+    let t = setup();
+    let cs = 64 * 1024u64;
+    let (f, fh) = t.fs.create(&C, ROOT_INO, b"f", 0o644).unwrap();
+    t.fs.write(f.ino, 0, b"head").unwrap();
+    t.fs.flush(fh).unwrap();
+    let encoded = t.fs.data_stats().chunks_encoded;
+    // Ends exactly at the end of slot 2: slot 2 is full and goes to the pool.
+    t.fs.write(f.ino, 3 * cs - 10, &[7; 10]).unwrap();
+    assert_eq!(t.fs.getattr(f.ino).unwrap().size, 3 * cs);
+    wait_encoded(&t, encoded + 1);
+    t.fs.write(f.ino, 0, b"HEAD").unwrap();
+    assert_eq!(t.fs.getattr(f.ino).unwrap().size, 3 * cs);
+    t.fs.release(fh).unwrap();
+    assert_eq!(t.fs.getattr(f.ino).unwrap().size, 3 * cs);
+    let r = t.fs.read(f.ino, 0, 3 * cs as u32).unwrap();
+    assert_eq!(&r[..4], b"HEAD");
+    assert_eq!(&r[3 * cs as usize - 10..], &[7; 10]);
+}
