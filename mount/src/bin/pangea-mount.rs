@@ -61,6 +61,14 @@ fn default_data_dir() -> Result<PathBuf, String> {
 }
 
 fn main() {
+    // Chunk buffers are 4-6 MiB and short-lived: serve them from mmap so
+    // freeing returns the memory at once, and cap the per-thread arenas, so
+    // the daemon's RSS stays near its cache capacity.
+    // SAFETY: called before any other thread exists; mallopt only tunes malloc.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
     let args = Args::parse();
     let code = match run(args) {
         Ok(()) => 0,
