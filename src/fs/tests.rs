@@ -376,9 +376,9 @@ fn readdir_offsets_are_stable_while_entries_come_and_go() {
     .unwrap();
     let names: std::collections::HashSet<_> = seen.iter().cloned().collect();
     assert_eq!(names.len(), seen.len(), "no entry listed twice");
-    assert!(!names.contains(&b"f0300".to_vec()));
-    assert!(names.contains(&b"f0499".to_vec()));
-    assert!(names.contains(&b"new".to_vec()));
+    assert!(!names.contains(b"f0300".as_slice()));
+    assert!(names.contains(b"f0499".as_slice()));
+    assert!(names.contains(b"new".as_slice()));
 }
 
 #[test]
