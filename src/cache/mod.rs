@@ -94,6 +94,11 @@ impl ChunkCache {
         }
     }
 
+    /// Is `id` cached? (Does not count as a read.)
+    pub fn contains(&self, id: &[u8; 32]) -> bool {
+        self.cache.contains_key(id)
+    }
+
     pub fn insert(&self, id: [u8; 32], plain: Plain) {
         self.inserted_bytes
             .fetch_add(plain.len() as u64, Ordering::Relaxed);

@@ -58,6 +58,9 @@ pub(crate) struct OpenFile {
     pending: usize,
     /// Where the pool's jobs for this file report.
     results: Option<(Sender<JobResult>, Receiver<JobResult>)>,
+    /// End of the last read: a read starting there is sequential, and the
+    /// next chunk is decoded ahead on the pool.
+    last_read_end: u64,
 }
 
 /// What an open file has that the index does not have yet. Its lock is a
@@ -88,10 +91,10 @@ fn pending(p: &Mutex<Pending>) -> MutexGuard<'_, Pending> {
 }
 
 /// A chunk record: refcount, where the shards are, and the manifest.
-struct ChunkRecord {
+pub(crate) struct ChunkRecord {
     refs: u64,
-    location: u8,
-    manifest: Vec<u8>,
+    pub(crate) location: u8,
+    pub(crate) manifest: Vec<u8>,
 }
 
 impl ChunkRecord {
@@ -104,7 +107,7 @@ impl ChunkRecord {
         v
     }
 
-    fn decode(v: &[u8]) -> FsResult<ChunkRecord> {
+    pub(crate) fn decode(v: &[u8]) -> FsResult<ChunkRecord> {
         if v.len() < 10 || v[0] != CHUNK_RECORD_VERSION || v[9] > LOC_FILE {
             return Err(FsError::Corrupt("chunk record"));
         }
@@ -122,7 +125,7 @@ impl ChunkRecord {
 
     /// Name of the chunk file holding the shards: BLAKE3 of the manifest,
     /// unique per encoding (two encodings of one chunk never share a file).
-    fn blob(&self) -> [u8; 32] {
+    pub(crate) fn blob(&self) -> [u8; 32] {
         blob_of(&self.manifest)
     }
 }
@@ -475,7 +478,7 @@ impl Fs {
     /// Reads `size` bytes at `offset`.
     pub fn read(&self, ino: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
         let state = self.existing_state(ino);
-        let guard = state.as_ref().map(|s| lock(s));
+        let mut guard = state.as_ref().map(|s| lock(s));
         let inode = self.load(ino)?;
         if inode.kind == FileKind::Dir {
             return Err(FsError::IsDir);
@@ -512,6 +515,14 @@ impl Fs {
             }
             out.resize(out.len() + (n - have), 0);
             pos += n as u64;
+        }
+        if let Some(g) = guard.as_mut() {
+            let sequential = g.last_read_end == offset && offset > 0;
+            g.last_read_end = end;
+            let next = end / cs + 1;
+            if sequential && next.saturating_mul(cs) < file_size && !g.dirty.contains_key(&next) {
+                self.read_ahead(ino, next);
+            }
         }
         Ok(out)
     }
@@ -1240,6 +1251,19 @@ impl Fs {
         self.delete_chunk_files(&gc);
         self.collect_garbage(false);
         Ok(())
+    }
+
+    /// Decodes slot `index` of `ino` into the cache on the pool, if it is
+    /// stored, not cached and the pool has room (never waits).
+    fn read_ahead(&self, ino: u64, index: u64) {
+        let Ok(Some(r)) = self.extent(ino, index) else {
+            return;
+        };
+        if self.cache.contains(&r.id) {
+            return;
+        }
+        let enc = self.enc.clone();
+        let _ = self.pool.try_submit(Box::new(move || enc.prefetch(r.id)));
     }
 
     /// The plaintext of a chunk: from the cache, else from its shards

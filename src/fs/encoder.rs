@@ -8,16 +8,17 @@
 //! Invariant: a job touches no filesystem lock (only the index, which is
 //! thread-safe, and chunk files), so waiting for a job can never deadlock.
 
+use std::collections::HashSet;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use tracing::warn;
 
-use super::data::{Counters, LOC_FILE, LOC_INLINE, Prepared, Stored, bump};
+use super::data::{ChunkRecord, Counters, LOC_FILE, LOC_INLINE, Prepared, Stored, bump};
 use super::{FsError, FsResult};
-use crate::cache::Plain;
-use crate::ces::{Ces, Hint, ShardParams};
+use crate::cache::{ChunkCache, Plain};
+use crate::ces::{Ces, Hint, Manifest, ShardParams};
 use crate::store::{Batch, Cf, ChunkFiles, Kv};
 
 /// What an encoding job needs, shared by the pool and the FUSE threads.
@@ -28,6 +29,9 @@ pub(crate) struct EncodeCtx {
     pub(crate) stats: Arc<Counters>,
     pub(crate) shard_params: ShardParams,
     pub(crate) inline_max: usize,
+    pub(crate) cache: Arc<ChunkCache>,
+    /// Chunks being decoded ahead of readers (no chunk twice at once).
+    pub(crate) prefetching: Mutex<HashSet<[u8; 32]>>,
 }
 
 /// A job's result: the chunk ready to commit, or the error with the slot
@@ -105,6 +109,46 @@ impl EncodeCtx {
     }
 }
 
+impl EncodeCtx {
+    /// Decodes chunk `id` into the cache for a sequential reader. Only a
+    /// clean decode is cached; damage is left to the reader's own path,
+    /// which repairs it.
+    pub(crate) fn prefetch(&self, id: [u8; 32]) {
+        if self.cache.contains(&id)
+            || !self
+                .prefetching
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id)
+        {
+            return;
+        }
+        let plain = (|| {
+            let rec = ChunkRecord::decode(&self.kv.get(Cf::Chunk, &id).ok()??).ok()?;
+            let manifest = Manifest::decode(&rec.manifest).ok()?;
+            let shards = if rec.location == LOC_INLINE {
+                self.kv.get(Cf::Inline, &id).ok()??
+            } else {
+                self.chunks.read_all(&rec.blob()).ok()??
+            };
+            let s = manifest.shard_len as usize;
+            let view: Vec<Option<&[u8]>> = (0..manifest.params.total())
+                .map(|i| shards.get(i * s..(i + 1) * s))
+                .collect();
+            let (plain, report) = self.ces.decode(&manifest, &view).ok()?;
+            (report.corrupt.is_empty() && report.missing.is_empty()).then_some(plain)
+        })();
+        if let Some(plain) = plain {
+            bump(&self.stats.chunks_decoded, 1);
+            self.cache.insert(id, Arc::new(plain));
+        }
+        self.prefetching
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+    }
+}
+
 type Job = Box<dyn FnOnce() + Send>;
 
 /// The worker pool.
@@ -143,6 +187,15 @@ impl Pool {
         Pool {
             tx: Mutex::new(Some(tx)),
             workers: Mutex::new(workers),
+        }
+    }
+
+    /// Queues a job if the queue has room; false (job dropped) if not.
+    pub(crate) fn try_submit(&self, job: Job) -> bool {
+        let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        match tx {
+            Some(tx) => tx.try_send(job).is_ok(),
+            None => false,
         }
     }
 

@@ -167,7 +167,7 @@ pub struct Fs {
     enc: Arc<encoder::EncodeCtx>,
     /// Encodes full chunks off the FUSE threads.
     pool: encoder::Pool,
-    cache: ChunkCache,
+    cache: Arc<ChunkCache>,
     cfg: FsConfig,
     /// Serializes every index mutation (see the module docs).
     ns: Mutex<()>,
@@ -213,7 +213,7 @@ impl Fs {
             ),
             None => types::ROOT_INO + 1,
         };
-        let cache = ChunkCache::new(cfg.cache_capacity, cfg.cache_ttl);
+        let cache = Arc::new(ChunkCache::new(cfg.cache_capacity, cfg.cache_ttl));
         let chunks = Arc::new(chunks);
         let ces = Arc::new(ces);
         let stats = Arc::new(data::Counters::default());
@@ -224,6 +224,8 @@ impl Fs {
             stats: stats.clone(),
             shard_params: cfg.shard_params,
             inline_max: cfg.inline_max,
+            cache: cache.clone(),
+            prefetching: Mutex::new(std::collections::HashSet::new()),
         });
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         let fs = Fs {
