@@ -1279,25 +1279,15 @@ impl Fs {
         let rec = ChunkRecord::decode(&rec)?;
         let manifest =
             Manifest::decode(&rec.manifest).map_err(|_| FsError::Corrupt("chunk manifest"))?;
-        let shards = if rec.location == LOC_INLINE {
-            self.kv.get(Cf::Inline, &r.id)?
-        } else {
-            self.chunks.read_all(&rec.blob())?
-        }
-        .unwrap_or_default();
-        let s = manifest.shard_len as usize;
-        let total = manifest.params.total();
-        let view: Vec<Option<&[u8]>> = (0..total).map(|i| shards.get(i * s..(i + 1) * s)).collect();
         let short = hex8(&r.id);
-        let (plain, report) = match self.ces.decode(&manifest, &view) {
+        let (plain, report) = match self.enc.decode_stored(&r.id, &rec, &manifest) {
             Ok(x) => x,
             Err(e) => {
-                bump(&self.stats.chunks_lost, 1);
+                if matches!(e, FsError::Chunk { .. }) {
+                    bump(&self.stats.chunks_lost, 1);
+                }
                 warn!(chunk = %short, error = %e, "chunk unreadable");
-                return Err(FsError::Chunk {
-                    chunk: short,
-                    source: e,
-                });
+                return Err(e);
             }
         };
         bump(&self.stats.chunks_decoded, 1);
@@ -1352,6 +1342,6 @@ impl Fs {
     }
 }
 
-fn hex8(id: &[u8; 32]) -> String {
+pub(crate) fn hex8(id: &[u8; 32]) -> String {
     id[..8].iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -15,7 +15,7 @@ use std::thread::JoinHandle;
 
 use tracing::warn;
 
-use super::data::{ChunkRecord, Counters, LOC_FILE, LOC_INLINE, Prepared, Stored, bump};
+use super::data::{ChunkRecord, Counters, LOC_FILE, LOC_INLINE, Prepared, Stored, bump, hex8};
 use super::{FsError, FsResult};
 use crate::cache::{ChunkCache, Plain};
 use crate::ces::{Ces, Hint, Manifest, ShardParams};
@@ -110,6 +110,47 @@ impl EncodeCtx {
 }
 
 impl EncodeCtx {
+    /// Decodes a chunk from its stored shards. Reads only the k data shards
+    /// first (the common case: no Reed-Solomon, 1/(k+m) less I/O); reads all
+    /// shards when that is not enough.
+    pub(crate) fn decode_stored(
+        &self,
+        id: &[u8; 32],
+        rec: &ChunkRecord,
+        manifest: &Manifest,
+    ) -> FsResult<(Vec<u8>, crate::ces::DecodeReport)> {
+        let s = manifest.shard_len as usize;
+        let total = manifest.params.total();
+        let k = usize::from(manifest.params.k());
+        let decode = |shards: &[u8]| {
+            let view: Vec<Option<&[u8]>> =
+                (0..total).map(|i| shards.get(i * s..(i + 1) * s)).collect();
+            self.ces.decode(manifest, &view)
+        };
+        if rec.location == LOC_INLINE {
+            let shards = self.kv.get(Cf::Inline, id)?.unwrap_or_default();
+            return decode(&shards).map_err(|e| FsError::Chunk {
+                chunk: hex8(id),
+                source: e,
+            });
+        }
+        let blob = rec.blob();
+        let mut data = vec![0u8; k * s];
+        if let Some(n) = self.chunks.read_at(&blob, 0, &mut data)? {
+            data.truncate(n);
+            if let Ok(ok) = decode(&data)
+                && ok.1.corrupt.is_empty()
+            {
+                return Ok(ok);
+            }
+        }
+        let shards = self.chunks.read_all(&blob)?.unwrap_or_default();
+        decode(&shards).map_err(|e| FsError::Chunk {
+            chunk: hex8(id),
+            source: e,
+        })
+    }
+
     /// Decodes chunk `id` into the cache for a sequential reader. Only a
     /// clean decode is cached; damage is left to the reader's own path,
     /// which repairs it.

@@ -162,8 +162,7 @@ pub struct DirEntry {
 pub struct Fs {
     kv: Arc<dyn Kv>,
     chunks: Arc<ChunkFiles>,
-    ces: Arc<Ces>,
-    /// The same handles, for the encoder pool's jobs.
+    /// CES and the handles the encoder pool's jobs share.
     enc: Arc<encoder::EncodeCtx>,
     /// Encodes full chunks off the FUSE threads.
     pool: encoder::Pool,
@@ -218,7 +217,7 @@ impl Fs {
         let ces = Arc::new(ces);
         let stats = Arc::new(data::Counters::default());
         let enc = Arc::new(encoder::EncodeCtx {
-            ces: ces.clone(),
+            ces,
             kv: kv.clone(),
             chunks: chunks.clone(),
             stats: stats.clone(),
@@ -231,7 +230,6 @@ impl Fs {
         let fs = Fs {
             kv,
             chunks,
-            ces,
             enc,
             pool: encoder::Pool::new(threads, ENCODE_QUEUE),
             cache,
