@@ -387,19 +387,7 @@ impl Fs {
         drop(st);
         // The last close of an unlinked file deletes it (unless the kernel
         // still knows it: then its `forget` will).
-        let dead = {
-            let _g = self.lock_ns();
-            match self.load(ino) {
-                Ok(inode) if inode.nlink == 0 && !self.is_known(ino) => {
-                    let mut b = Batch::new();
-                    let dead = self.delete_inode(&mut b, ino)?;
-                    self.kv.write(b, false)?;
-                    dead
-                }
-                _ => Vec::new(),
-            }
-        };
-        self.delete_chunk_files(&dead);
+        self.reap_if_unlinked(ino)?;
         flushed
     }
 
@@ -1050,7 +1038,7 @@ impl Fs {
                     .map(|v| ChunkRecord::decode(&v))
                     .transpose()?;
                 let fresh = new_records.remove(&id);
-                let mut rec = match (existing, fresh) {
+                let rec = match (existing, fresh) {
                     (Some(rec), fresh) => {
                         orphaned_blobs.extend(fresh.and_then(|s| s.file()));
                         rec
@@ -1067,22 +1055,8 @@ impl Fs {
                     }
                     (None, None) => continue,
                 };
-                let refs = rec.refs as i64 + d;
-                if refs <= 0 {
-                    b.delete(Cf::Chunk, &id);
-                    if rec.location == LOC_INLINE {
-                        b.delete(Cf::Inline, &id);
-                    } else {
-                        let blob = rec.blob();
-                        b.put(Cf::Gc, &blob, &[]);
-                        dead.push(blob);
-                    }
-                    self.cache.remove(&id);
-                    bump(&self.stats.chunks_deleted, 1);
-                } else {
-                    rec.refs = refs as u64;
-                    b.put(Cf::Chunk, &id, &rec.encode());
-                }
+                let refs = u64::try_from(rec.refs as i64 + d).unwrap_or(0);
+                self.set_refs(&mut b, &id, rec, refs, &mut dead);
             }
             for blob in &orphaned_blobs {
                 b.put(Cf::Gc, blob, &[]);
@@ -1131,6 +1105,34 @@ impl Fs {
         Ok(())
     }
 
+    /// Writes chunk `id`'s new refcount into `b`; at zero the record goes,
+    /// with its inline shards, or its file is queued in `dead` for deletion
+    /// once `b` is durable.
+    fn set_refs(
+        &self,
+        b: &mut Batch,
+        id: &[u8; 32],
+        mut rec: ChunkRecord,
+        refs: u64,
+        dead: &mut Vec<[u8; 32]>,
+    ) {
+        if refs > 0 {
+            rec.refs = refs;
+            b.put(Cf::Chunk, id, &rec.encode());
+            return;
+        }
+        b.delete(Cf::Chunk, id);
+        if rec.location == LOC_INLINE {
+            b.delete(Cf::Inline, id);
+        } else {
+            let blob = rec.blob();
+            b.put(Cf::Gc, &blob, &[]);
+            dead.push(blob);
+        }
+        self.cache.remove(id);
+        bump(&self.stats.chunks_deleted, 1);
+    }
+
     /// Drops one reference to each chunk in `ids` inside `b`; returns the
     /// chunk files to delete once `b` has committed.
     pub(super) fn release_chunks(
@@ -1147,22 +1149,9 @@ impl Fs {
             let Some(v) = self.kv.get(Cf::Chunk, &id)? else {
                 continue;
             };
-            let mut rec = ChunkRecord::decode(&v)?;
-            if rec.refs <= n {
-                b.delete(Cf::Chunk, &id);
-                if rec.location == LOC_INLINE {
-                    b.delete(Cf::Inline, &id);
-                } else {
-                    let blob = rec.blob();
-                    b.put(Cf::Gc, &blob, &[]);
-                    dead.push(blob);
-                }
-                self.cache.remove(&id);
-                bump(&self.stats.chunks_deleted, 1);
-            } else {
-                rec.refs -= n;
-                b.put(Cf::Chunk, &id, &rec.encode());
-            }
+            let rec = ChunkRecord::decode(&v)?;
+            let refs = rec.refs.saturating_sub(n);
+            self.set_refs(b, &id, rec, refs, &mut dead);
         }
         Ok(dead)
     }

@@ -89,6 +89,10 @@ fn c_program() -> &'static Path {
 /// Runs the C program on `file` with optional "K M" and checks its summary.
 fn run(file: &Path, shards: Option<(u16, u16)>, bytes: usize, chunks: usize) {
     let mut cmd = Command::new(c_program());
+    // cargo puts target/<profile> on LD_LIBRARY_PATH, which the loader
+    // searches before the program's RUNPATH: a stale copy of the library
+    // there must not shadow the one this test built.
+    cmd.env("LD_LIBRARY_PATH", lib_dir());
     cmd.arg(file);
     let (k, m) = shards.unwrap_or((4, 2));
     if shards.is_some() {
