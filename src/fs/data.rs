@@ -15,6 +15,7 @@
 //! updates the inode.
 
 use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -61,6 +62,11 @@ pub(crate) struct OpenFile {
     /// End of the last read: a read starting there is sequential, and the
     /// next chunk is decoded ahead on the pool.
     last_read_end: u64,
+    /// Slots spilled to the staging file (slot → bytes): written there in
+    /// place, encoded at the next flush. Newer than any in-flight version.
+    staged: BTreeMap<u64, usize>,
+    /// The staging file (unlinked, O_TMPFILE): slot i at i·chunk_size.
+    staging: Option<std::fs::File>,
 }
 
 /// What an open file has that the index does not have yet. Its lock is a
@@ -84,6 +90,60 @@ impl OpenFile {
     fn a(&self) -> MutexGuard<'_, Pending> {
         self.attrs.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Writes a whole slot to the staging file.
+    fn put_staged(&mut self, index: u64, cs: u64, buf: &[u8]) -> FsResult<()> {
+        let file = self
+            .staging
+            .as_ref()
+            .ok_or(FsError::Corrupt("no staging file"))?;
+        file.write_all_at(buf, index * cs)
+            .map_err(|e| FsError::from(StoreError::from(e)))?;
+        self.staged.insert(index, buf.len());
+        Ok(())
+    }
+
+    /// Writes `data` at `within` into staged slot `index`; the gap between
+    /// the slot's end and `within` becomes zeros (old bytes may be there).
+    fn write_staged(&mut self, index: u64, cs: u64, within: usize, data: &[u8]) -> FsResult<()> {
+        let file = self
+            .staging
+            .as_ref()
+            .ok_or(FsError::Corrupt("no staging file"))?;
+        let len = self.staged.get(&index).copied().unwrap_or(0);
+        let io = |e: std::io::Error| FsError::from(StoreError::from(e));
+        if within > len {
+            file.write_all_at(&vec![0u8; within - len], index * cs + len as u64)
+                .map_err(io)?;
+        }
+        file.write_all_at(data, index * cs + within as u64)
+            .map_err(io)?;
+        self.staged.insert(index, len.max(within + data.len()));
+        Ok(())
+    }
+
+    /// A staged slot's bytes, if the slot is staged.
+    fn read_staged(&self, index: u64, cs: u64) -> FsResult<Option<Vec<u8>>> {
+        let (Some(len), Some(file)) = (self.staged.get(&index), &self.staging) else {
+            return Ok(None);
+        };
+        let mut buf = vec![0u8; *len];
+        file.read_exact_at(&mut buf, index * cs)
+            .map_err(|e| FsError::from(StoreError::from(e)))?;
+        Ok(Some(buf))
+    }
+}
+
+/// An anonymous file in `dir` (O_TMPFILE: gone when closed or on a crash).
+fn open_staging(dir: &std::path::Path) -> FsResult<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(nix::libc::O_TMPFILE)
+        .mode(0o600)
+        .open(dir)
+        .map_err(|e| FsError::from(StoreError::from(e)))
 }
 
 fn pending(p: &Mutex<Pending>) -> MutexGuard<'_, Pending> {
@@ -144,6 +204,7 @@ pub(crate) struct Counters {
     pub(crate) chunks_lost: AtomicU64,
     pub(crate) chunks_deleted: AtomicU64,
     pub(crate) bytes_flushed: AtomicU64,
+    pub(crate) slots_spilled: AtomicU64,
 }
 
 /// A snapshot of the data-path counters.
@@ -163,6 +224,8 @@ pub struct DataStats {
     pub chunks_deleted: u64,
     /// Plaintext bytes flushed from write buffers.
     pub bytes_flushed: u64,
+    /// Write buffers moved to a staging file over the memory budget.
+    pub slots_spilled: u64,
 }
 
 impl Counters {
@@ -176,6 +239,7 @@ impl Counters {
             chunks_lost: g(&self.chunks_lost),
             chunks_deleted: g(&self.chunks_deleted),
             bytes_flushed: g(&self.bytes_flushed),
+            slots_spilled: g(&self.slots_spilled),
         }
     }
 }
@@ -487,12 +551,17 @@ impl Fs {
             let within = (pos % cs) as usize;
             let n = ((cs - within as u64).min(end - pos)) as usize;
             let dirty = guard.as_ref().and_then(|g| g.dirty.get(&index));
+            let staged = match guard.as_ref() {
+                Some(g) if dirty.is_none() => g.read_staged(index, cs)?,
+                _ => None,
+            };
             let inflight = guard.as_ref().and_then(|g| g.inflight.get(&index));
             let stored;
-            let slot: &[u8] = match (dirty, inflight) {
-                (Some(buf), _) => buf,
-                (None, Some(buf)) => buf,
-                (None, None) => {
+            let slot: &[u8] = match (dirty, &staged, inflight) {
+                (Some(buf), _, _) => buf,
+                (None, Some(buf), _) => buf,
+                (None, None, Some(buf)) => buf,
+                (None, None, None) => {
                     stored = self.stored_slot(ino, index)?;
                     &stored
                 }
@@ -543,6 +612,12 @@ impl Fs {
             let index = pos / cs;
             let within = (pos % cs) as usize;
             let n = ((cs - within as u64) as usize).min(src.len());
+            if !st.dirty.contains_key(&index) && st.staged.contains_key(&index) {
+                st.write_staged(index, cs, within, &src[..n])?;
+                pos += n as u64;
+                src = &src[n..];
+                continue;
+            }
             if !st.dirty.contains_key(&index) {
                 // Whole-slot overwrites need not read the old chunk.
                 let base = if within == 0 && n as u64 == cs {
@@ -585,7 +660,14 @@ impl Fs {
             a.ctime = Some(now);
         }
         if self.dirty_total.load(Ordering::Relaxed) > self.cfg.dirty_limit as u64 {
-            self.flush_file(ino, &mut st, false)?;
+            // Over the memory budget: spill this file's buffers to its
+            // staging file (cheap, and later writes to them are plain
+            // pwrites), or, without a staging dir, encode them now.
+            if self.cfg.staging_dir.is_some() {
+                self.spill(&mut st, cs)?;
+            } else {
+                self.flush_file(ino, &mut st, false)?;
+            }
         } else if !full.is_empty() {
             self.submit_slots(&inode, &mut st, &full);
         }
@@ -627,6 +709,7 @@ impl Fs {
             _ => return Err(FsError::Invalid),
         }
         self.drain(ino, &mut st, true)?;
+        self.flush_staged(ino, &mut st)?;
         let cs = u64::from(inode.chunk_size.max(1));
         let keep = size.div_ceil(cs);
         let dropped: Vec<u64> = st.dirty.range(keep..).map(|(k, _)| *k).collect();
@@ -716,6 +799,7 @@ impl Fs {
         self.drain(ino, st, true)?;
         let all: Vec<u64> = st.dirty.keys().copied().collect();
         self.flush_slots(ino, st, &all)?;
+        self.flush_staged(ino, st)?;
         let nothing = {
             let a = st.a();
             a.size.is_none() && a.mtime.is_none()
@@ -765,6 +849,88 @@ impl Fs {
                 self.redirty(st, index, plain);
             }
             return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Moves every buffered slot of this file to its staging file.
+    fn spill(&self, st: &mut OpenFile, cs: u64) -> FsResult<()> {
+        if st.staging.is_none() {
+            let Some(dir) = &self.cfg.staging_dir else {
+                return Ok(());
+            };
+            st.staging = Some(open_staging(dir)?);
+        }
+        let slots: Vec<u64> = st.dirty.keys().copied().collect();
+        for index in slots {
+            let Some(buf) = st.dirty.remove(&index) else {
+                continue;
+            };
+            if let Err(e) = st.put_staged(index, cs, &buf) {
+                st.dirty.insert(index, buf);
+                return Err(e);
+            }
+            st.dirty_bytes -= buf.len();
+            self.dirty_total
+                .fetch_sub(buf.len() as u64, Ordering::Relaxed);
+            bump(&self.stats.slots_spilled, 1);
+        }
+        Ok(())
+    }
+
+    /// Encodes and stores the staged slots, a few at a time (bounded memory).
+    fn flush_staged(&self, ino: u64, st: &mut OpenFile) -> FsResult<()> {
+        const BATCH: usize = 8;
+        while !st.staged.is_empty() {
+            let Some(file) = &st.staging else { break };
+            let file = file
+                .try_clone()
+                .map_err(|e| FsError::from(StoreError::from(e)))?;
+            let inode = self.load(ino)?;
+            let cs = u64::from(inode.chunk_size.max(1));
+            let batch: Vec<(u64, usize)> = st
+                .staged
+                .iter()
+                .take(BATCH)
+                .map(|(k, v)| (*k, *v))
+                .collect();
+            let mut loaded = Vec::with_capacity(batch.len());
+            for &(index, len) in &batch {
+                let mut buf = vec![0u8; len];
+                file.read_exact_at(&mut buf, index * cs)
+                    .map_err(|e| FsError::from(StoreError::from(e)))?;
+                loaded.push((index, buf));
+            }
+            for (index, buf) in loaded {
+                st.staged.remove(&index);
+                st.dirty_bytes += buf.len();
+                self.dirty_total
+                    .fetch_add(buf.len() as u64, Ordering::Relaxed);
+                st.dirty.insert(index, buf);
+            }
+            let slots: Vec<u64> = batch.iter().map(|(k, _)| *k).collect();
+            if let Err(e) = self.flush_slots(ino, st, &slots) {
+                // Back to the staging file: nothing is lost.
+                let cs_slots: Vec<u64> = slots
+                    .iter()
+                    .copied()
+                    .filter(|i| st.dirty.contains_key(i))
+                    .collect();
+                for index in cs_slots {
+                    if let Some(buf) = st.dirty.remove(&index) {
+                        st.dirty_bytes -= buf.len();
+                        self.dirty_total
+                            .fetch_sub(buf.len() as u64, Ordering::Relaxed);
+                        let _ = st.put_staged(index, cs, &buf);
+                    }
+                }
+                return Err(e);
+            }
+        }
+        if let Some(f) = &st.staging
+            && st.staged.is_empty()
+        {
+            let _ = f.set_len(0);
         }
         Ok(())
     }
@@ -1073,6 +1239,7 @@ impl Fs {
                     .dirty
                     .keys()
                     .chain(st.inflight.keys())
+                    .chain(st.staged.keys())
                     .filter(|i| !committing.contains(i))
                     .filter(|&&i| i.saturating_add(1).saturating_mul(cs) > inode.size)
                     .map(|&i| i.saturating_mul(cs).max(inode.size))

@@ -55,6 +55,7 @@ impl DataDir {
         let _ = fs::set_permissions(root, fs::Permissions::from_mode(0o700));
         let lock = DataDirLock::acquire(root)?;
         create(&root.join("chunks"))?;
+        create(&root.join("staging"))?;
         let master = load_or_create_key(&root.join("master.key"))?;
         Ok(DataDir {
             root: root.to_path_buf(),
@@ -69,6 +70,11 @@ impl DataDir {
 
     pub fn chunks_dir(&self) -> PathBuf {
         self.root.join("chunks")
+    }
+
+    /// Where write buffers spill (anonymous files only).
+    pub fn staging_dir(&self) -> PathBuf {
+        self.root.join("staging")
     }
 }
 

@@ -59,6 +59,10 @@ pub struct FsConfig {
     pub dirty_limit: usize,
     /// zstd levels by content class.
     pub policy: CompressionPolicy,
+    /// Where write buffers spill when over `dirty_limit` (anonymous files,
+    /// plaintext like the page cache; cleared by closing). None: buffers
+    /// over the limit are encoded instead.
+    pub staging_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for FsConfig {
@@ -71,6 +75,7 @@ impl Default for FsConfig {
             cache_ttl: crate::cache::DEFAULT_TTL,
             dirty_limit: 64 << 20,
             policy: CompressionPolicy::default(),
+            staging_dir: None,
         }
     }
 }

@@ -732,3 +732,87 @@ fn a_write_after_a_background_commit_keeps_the_committed_size() {
     assert_eq!(&r[..4], b"HEAD");
     assert_eq!(&r[3 * cs as usize - 10..], &[7; 10]);
 }
+
+/// Random writes, truncates, reads and flushes on one file agree with a
+/// plain byte vector, with buffers small enough to spill to the staging file
+/// and chunks small enough to cross many slots.
+#[test]
+fn random_ops_with_spilling_match_a_byte_vector_model() {
+    for seed in 0..4u64 {
+        let staging = tempfile::tempdir().unwrap();
+        let t = setup_with(FsConfig {
+            chunk_size: 16 * 1024,
+            inline_max: 4 * 1024,
+            dirty_limit: 40 * 1024,
+            staging_dir: Some(staging.path().to_path_buf()),
+            ..FsConfig::default()
+        });
+        let (f, fh) = t.fs.create(&C, ROOT_INO, b"m", 0o644).unwrap();
+        let mut model: Vec<u8> = Vec::new();
+        let mut rng = blake3::Hasher::new()
+            .update(&seed.to_le_bytes())
+            .finalize_xof();
+        let mut next = |n: u64| {
+            let mut b = [0u8; 8];
+            rng.fill(&mut b);
+            u64::from_le_bytes(b) % n
+        };
+        for step in 0..400u64 {
+            match next(10) {
+                0..=5 => {
+                    let off = next(200 * 1024);
+                    let big = next(4) == 0;
+                    let len = 1 + next(if big { 40 * 1024 } else { 3000 }) as usize;
+                    let data = random(len, seed * 1000 + step);
+                    t.fs.write(f.ino, off, &data).unwrap();
+                    let end = off as usize + len;
+                    if model.len() < end {
+                        model.resize(end, 0);
+                    }
+                    model[off as usize..end].copy_from_slice(&data);
+                }
+                6 => {
+                    let size = next(220 * 1024);
+                    t.fs.setattr(
+                        &C,
+                        f.ino,
+                        &SetAttr {
+                            size: Some(size),
+                            ..Default::default()
+                        },
+                    )
+                    .unwrap();
+                    model.resize(size as usize, 0);
+                }
+                7 => t.fs.flush(fh).unwrap(),
+                _ => {
+                    let off = next(230 * 1024);
+                    let len = 1 + next(50 * 1024) as u32;
+                    let got = t.fs.read(f.ino, off, len).unwrap();
+                    let lo = (off as usize).min(model.len());
+                    let hi = (off as usize + len as usize).min(model.len());
+                    assert_eq!(
+                        got,
+                        model[lo..hi],
+                        "seed {seed} step {step}: read {off}+{len}"
+                    );
+                }
+            }
+            assert_eq!(
+                t.fs.getattr(f.ino).unwrap().size,
+                model.len() as u64,
+                "seed {seed} step {step}"
+            );
+        }
+        t.fs.release(fh).unwrap();
+        assert!(
+            t.fs.data_stats().slots_spilled > 0,
+            "seed {seed}: nothing was spilled"
+        );
+        assert_eq!(
+            t.fs.read(f.ino, 0, model.len() as u32 + 1).unwrap(),
+            model,
+            "seed {seed} after close"
+        );
+    }
+}

@@ -221,6 +221,7 @@ fn serve(
             shard_params: params,
             cache_capacity: args.cache_mib << 20,
             cache_ttl: Duration::from_secs(args.cache_ttl),
+            staging_dir: Some(dir.staging_dir()),
             ..FsConfig::default()
         };
         let ces = Ces::new(&dir.master, cfg.policy).map_err(|e| e.to_string())?;
