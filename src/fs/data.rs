@@ -30,6 +30,10 @@ use crate::ces::{Hint, Manifest};
 use crate::store::{Batch, Cf, StoreError};
 
 const CHUNK_RECORD_VERSION: u8 = 1;
+/// Chunk size of files fsynced while small (databases, logs).
+const SYNCED_CHUNK_SIZE: u32 = 256 * 1024;
+/// "Small" for that rule.
+const SMALL_SYNCED_FILE: u64 = 1 << 20;
 /// Written chunks up to this size go into the read cache.
 const WRITE_CACHE_MAX: usize = 1 << 20;
 /// Chunk files whose deletion waits for one shared WAL sync.
@@ -461,6 +465,7 @@ impl Fs {
     pub fn fsync(&self, ino: u64) -> FsResult<()> {
         if let Some(s) = self.existing_state(ino) {
             let mut st = lock(&s);
+            self.shrink_chunks_of_small_synced_file(ino, &mut st)?;
             self.flush_file(ino, &mut st, false)?;
             let unsynced = std::mem::take(&mut st.unsynced);
             if let Err(e) = self.sync_chunk_files(&unsynced) {
@@ -470,6 +475,48 @@ impl Fs {
         }
         self.kv.sync()?;
         self.collect_garbage(true);
+        Ok(())
+    }
+
+    /// A file fsynced while still small is a database or a log: its commits
+    /// rewrite its last chunk each time, so it gets small chunks
+    /// (`SYNCED_CHUNK_SIZE`): the whole file is re-cut once, here.
+    fn shrink_chunks_of_small_synced_file(&self, ino: u64, st: &mut OpenFile) -> FsResult<()> {
+        self.drain(ino, st, true)?;
+        let inode = self.load(ino)?;
+        let size = st.a().size.unwrap_or(inode.size);
+        if inode.kind != FileKind::File
+            || inode.chunk_size <= SYNCED_CHUNK_SIZE
+            || size > SMALL_SYNCED_FILE
+        {
+            return Ok(());
+        }
+        let content = self.read_in(ino, Some(&mut *st), 0, size)?;
+        // Drop every buffer and extent, switch the chunk size, and buffer
+        // the content again in the new slots (committed by the caller).
+        self.flush_staged(ino, st)?;
+        for (_, buf) in std::mem::take(&mut st.dirty) {
+            self.dirty_total
+                .fetch_sub(buf.len() as u64, Ordering::Relaxed);
+        }
+        st.dirty_bytes = 0;
+        {
+            let _g = self.lock_ns();
+            let mut inode = self.load(ino)?;
+            inode.chunk_size = SYNCED_CHUNK_SIZE;
+            let mut b = Batch::new();
+            self.put_inode(&mut b, &inode);
+            self.kv.write(b, false)?;
+        }
+        st.drop_from = Some(0);
+        let cs = SYNCED_CHUNK_SIZE as usize;
+        for (i, piece) in content.chunks(cs).enumerate() {
+            st.dirty_bytes += piece.len();
+            self.dirty_total
+                .fetch_add(piece.len() as u64, Ordering::Relaxed);
+            st.dirty.insert(i as u64, piece.to_vec());
+        }
+        st.a().size.get_or_insert(size);
         Ok(())
     }
 
@@ -531,6 +578,17 @@ impl Fs {
     pub fn read(&self, ino: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
         let state = self.existing_state(ino);
         let mut guard = state.as_ref().map(|s| lock(s));
+        self.read_in(ino, guard.as_deref_mut(), offset, u64::from(size))
+    }
+
+    /// `read` with the file's state already locked (or not open).
+    fn read_in(
+        &self,
+        ino: u64,
+        mut guard: Option<&mut OpenFile>,
+        offset: u64,
+        size: u64,
+    ) -> FsResult<Vec<u8>> {
         let inode = self.load(ino)?;
         if inode.kind == FileKind::Dir {
             return Err(FsError::IsDir);
@@ -542,7 +600,7 @@ impl Fs {
         if offset >= file_size {
             return Ok(Vec::new());
         }
-        let end = file_size.min(offset.saturating_add(u64::from(size)));
+        let end = file_size.min(offset.saturating_add(size));
         let cs = u64::from(inode.chunk_size.max(1));
         let mut out = Vec::with_capacity((end - offset) as usize);
         let mut pos = offset;
@@ -550,12 +608,12 @@ impl Fs {
             let index = pos / cs;
             let within = (pos % cs) as usize;
             let n = ((cs - within as u64).min(end - pos)) as usize;
-            let dirty = guard.as_ref().and_then(|g| g.dirty.get(&index));
-            let staged = match guard.as_ref() {
+            let dirty = guard.as_deref().and_then(|g| g.dirty.get(&index));
+            let staged = match guard.as_deref() {
                 Some(g) if dirty.is_none() => g.read_staged(index, cs)?,
                 _ => None,
             };
-            let inflight = guard.as_ref().and_then(|g| g.inflight.get(&index));
+            let inflight = guard.as_deref().and_then(|g| g.inflight.get(&index));
             let stored;
             let slot: &[u8] = match (dirty, &staged, inflight) {
                 (Some(buf), _, _) => buf,
@@ -573,7 +631,7 @@ impl Fs {
             out.resize(out.len() + (n - have), 0);
             pos += n as u64;
         }
-        if let Some(g) = guard.as_mut() {
+        if let Some(g) = guard.as_deref_mut() {
             let sequential = g.last_read_end == offset && offset > 0;
             g.last_read_end = end;
             let next = end / cs + 1;

@@ -738,12 +738,15 @@ fn a_write_after_a_background_commit_keeps_the_committed_size() {
 /// and chunks small enough to cross many slots.
 #[test]
 fn random_ops_with_spilling_match_a_byte_vector_model() {
-    for seed in 0..4u64 {
+    // Seeds 4 and 5 start with chunks above the small-synced size, so their
+    // first fsync re-cuts the file into smaller chunks.
+    for seed in 0..6u64 {
         let staging = tempfile::tempdir().unwrap();
+        let big = seed >= 4;
         let t = setup_with(FsConfig {
-            chunk_size: 16 * 1024,
+            chunk_size: if big { 512 * 1024 } else { 16 * 1024 },
             inline_max: 4 * 1024,
-            dirty_limit: 40 * 1024,
+            dirty_limit: if big { 300 * 1024 } else { 40 * 1024 },
             staging_dir: Some(staging.path().to_path_buf()),
             ..FsConfig::default()
         });
@@ -758,7 +761,7 @@ fn random_ops_with_spilling_match_a_byte_vector_model() {
             u64::from_le_bytes(b) % n
         };
         for step in 0..400u64 {
-            match next(10) {
+            match next(11) {
                 0..=5 => {
                     let off = next(200 * 1024);
                     let big = next(4) == 0;
@@ -785,6 +788,7 @@ fn random_ops_with_spilling_match_a_byte_vector_model() {
                     model.resize(size as usize, 0);
                 }
                 7 => t.fs.flush(fh).unwrap(),
+                8 => t.fs.fsync(f.ino).unwrap(),
                 _ => {
                     let off = next(230 * 1024);
                     let len = 1 + next(50 * 1024) as u32;
@@ -806,13 +810,44 @@ fn random_ops_with_spilling_match_a_byte_vector_model() {
         }
         t.fs.release(fh).unwrap();
         assert!(
-            t.fs.data_stats().slots_spilled > 0,
+            big || t.fs.data_stats().slots_spilled > 0,
             "seed {seed}: nothing was spilled"
         );
+        if big {
+            assert_eq!(
+                t.fs.getattr(f.ino).unwrap().chunk_size,
+                256 * 1024,
+                "seed {seed}: not re-cut"
+            );
+        }
         assert_eq!(
             t.fs.read(f.ino, 0, model.len() as u32 + 1).unwrap(),
             model,
             "seed {seed} after close"
         );
     }
+}
+
+#[test]
+fn a_file_fsynced_while_small_gets_small_chunks_and_keeps_its_bytes() {
+    let t = setup_with(FsConfig {
+        chunk_size: 4 << 20,
+        ..FsConfig::default()
+    });
+    let (f, fh) = t.fs.create(&C, ROOT_INO, b"db", 0o644).unwrap();
+    let data = random(700_000, 21);
+    t.fs.write(f.ino, 0, &data).unwrap();
+    t.fs.flush(fh).unwrap();
+    t.fs.fsync(f.ino).unwrap();
+    assert_eq!(t.fs.getattr(f.ino).unwrap().chunk_size, 256 * 1024);
+    assert_eq!(t.fs.read(f.ino, 0, 800_000).unwrap(), data);
+    // A commit now rewrites one small chunk, not the whole file.
+    let before = t.fs.data_stats().chunks_encoded;
+    t.fs.write(f.ino, 600_000, b"commit").unwrap();
+    t.fs.fsync(f.ino).unwrap();
+    assert_eq!(t.fs.data_stats().chunks_encoded - before, 1);
+    t.fs.release(fh).unwrap();
+    let mut expect = data.clone();
+    expect[600_000..600_006].copy_from_slice(b"commit");
+    assert_eq!(t.fs.read(f.ino, 0, 800_000).unwrap(), expect);
 }
