@@ -585,7 +585,7 @@ impl Fs {
     fn read_in(
         &self,
         ino: u64,
-        mut guard: Option<&mut OpenFile>,
+        guard: Option<&mut OpenFile>,
         offset: u64,
         size: u64,
     ) -> FsResult<Vec<u8>> {
@@ -631,7 +631,7 @@ impl Fs {
             out.resize(out.len() + (n - have), 0);
             pos += n as u64;
         }
-        if let Some(g) = guard.as_deref_mut() {
+        if let Some(g) = guard {
             let sequential = g.last_read_end == offset && offset > 0;
             g.last_read_end = end;
             let next = end / cs + 1;
