@@ -138,6 +138,22 @@ impl OpenFile {
     }
 }
 
+/// Applies pending attributes (see [`Fs::pending_attrs`]) to a loaded inode.
+pub(super) fn apply_pending(
+    inode: &mut Inode,
+    (size, mtime, ctime): (Option<u64>, Option<Time>, Option<Time>),
+) {
+    if let Some(size) = size {
+        inode.size = size;
+    }
+    if let Some(t) = mtime {
+        inode.mtime = t;
+    }
+    if let Some(t) = ctime {
+        inode.ctime = t;
+    }
+}
+
 /// An anonymous file in `dir` (O_TMPFILE: gone when closed or on a crash).
 fn open_staging(dir: &std::path::Path) -> FsResult<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
@@ -338,17 +354,20 @@ impl Fs {
     /// Applies size and times of unflushed writes to `inode`. Takes no file
     /// lock (callable under `ns`).
     pub(super) fn overlay(&self, inode: &mut Inode) {
-        if let Some(e) = self.entry(inode.ino) {
-            let a = pending(&e.attrs);
-            if let Some(size) = a.size {
-                inode.size = size;
+        let pending = self.pending_attrs(inode.ino);
+        apply_pending(inode, pending);
+    }
+
+    /// The pending size, mtime and ctime of `ino`. Take them *before*
+    /// loading the inode when not holding `ns`: a commit stores them and
+    /// then clears them, so this order never misses both.
+    pub(super) fn pending_attrs(&self, ino: u64) -> (Option<u64>, Option<Time>, Option<Time>) {
+        match self.entry(ino) {
+            Some(e) => {
+                let a = pending(&e.attrs);
+                (a.size, a.mtime, a.ctime)
             }
-            if let Some(t) = a.mtime {
-                inode.mtime = t;
-            }
-            if let Some(t) = a.ctime {
-                inode.ctime = t;
-            }
+            None => (None, None, None),
         }
     }
 
@@ -1305,11 +1324,11 @@ impl Fs {
                 inode.size = limit.map_or(size, |l| size.min(l));
             }
             {
-                let mut a = st.a();
-                if let Some(t) = a.mtime.take() {
+                let a = st.a();
+                if let Some(t) = a.mtime {
                     inode.mtime = t;
                 }
-                if let Some(t) = a.ctime.take() {
+                if let Some(t) = a.ctime {
                     inode.ctime = t;
                 }
             }
@@ -1317,11 +1336,18 @@ impl Fs {
             if let Err(e) = self.kv.write(b, sync) {
                 return Err(e.into());
             }
-            // Only now: a failed batch keeps the size in the overlay.
+            // Only now (a failed batch keeps them in the overlay), and only
+            // what was stored (a write may have moved them on meanwhile).
             {
                 let mut a = st.a();
                 if a.size == Some(inode.size) {
                     a.size = None;
+                }
+                if a.mtime == Some(inode.mtime) {
+                    a.mtime = None;
+                }
+                if a.ctime == Some(inode.ctime) {
+                    a.ctime = None;
                 }
             }
             dead

@@ -29,8 +29,10 @@ impl Fs {
 
     /// The attributes of `ino`, including writes not yet flushed.
     pub fn getattr(&self, ino: u64) -> FsResult<Inode> {
+        // Pending attributes first: see `pending_attrs`.
+        let pending = self.pending_attrs(ino);
         let mut inode = self.load(ino)?;
-        self.overlay(&mut inode);
+        super::data::apply_pending(&mut inode, pending);
         Ok(inode)
     }
 
