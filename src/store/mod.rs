@@ -28,9 +28,10 @@
 pub mod chunkfiles;
 pub mod lock;
 pub mod mem;
+#[cfg(feature = "rocksdb")]
 pub mod rocks;
 
-#[cfg(test)]
+#[cfg(all(test, feature = "rocksdb"))]
 mod conformance;
 
 use std::io;
@@ -40,6 +41,7 @@ use std::sync::Arc;
 pub use chunkfiles::{ChunkFiles, DiskUsage};
 pub use lock::DataDirLock;
 pub use mem::MemKv;
+#[cfg(feature = "rocksdb")]
 pub use rocks::{RocksKv, SCHEMA_KEY, SCHEMA_VERSION};
 
 /// `errno` of "No space left on device".
@@ -47,6 +49,7 @@ const ENOSPC: i32 = 28;
 /// `errno` of "Disk quota exceeded": the same condition for the caller.
 const EDQUOT: i32 = 122;
 /// How RocksDB spells ENOSPC in its messages.
+#[cfg_attr(not(feature = "rocksdb"), allow(dead_code))]
 const NO_SPACE_MESSAGE: &str = "No space left on device";
 
 /// Column families. Names are part of the on-disk format: never rename one,
@@ -289,6 +292,7 @@ fn from_io(e: io::Error) -> StoreError {
 
 /// The smallest key greater than every key starting with `prefix`, or None
 /// when there is none (`prefix` is empty or all 0xff).
+#[cfg_attr(not(feature = "rocksdb"), allow(dead_code))]
 fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     let last = prefix.iter().rposition(|&b| b != 0xff)?;
     let mut end = prefix[..=last].to_vec();
@@ -297,6 +301,7 @@ fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// Where a scan of `prefix` from `start` begins: the larger of the two.
+#[cfg_attr(not(feature = "rocksdb"), allow(dead_code))]
 fn scan_from<'a>(prefix: &'a [u8], start: &'a [u8]) -> &'a [u8] {
     if start > prefix { start } else { prefix }
 }
