@@ -1512,6 +1512,10 @@ impl Fs {
         if let Some(p) = self.cache.get(&r.id) {
             return Ok(p);
         }
+        self.enc.wait_for_prefetch(&r.id);
+        if let Some(p) = self.cache.get(&r.id) {
+            return Ok(p);
+        }
         let rec = self
             .kv
             .get(Cf::Chunk, &r.id)?

@@ -10,7 +10,7 @@
 
 use std::collections::HashSet;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
 use tracing::warn;
@@ -32,6 +32,8 @@ pub(crate) struct EncodeCtx {
     pub(crate) cache: Arc<ChunkCache>,
     /// Chunks being decoded ahead of readers (no chunk twice at once).
     pub(crate) prefetching: Mutex<HashSet<[u8; 32]>>,
+    /// Signalled when a prefetch ends, for readers waiting on it.
+    pub(crate) prefetched: Condvar,
 }
 
 /// A job's result: the chunk ready to commit, or the error with the slot
@@ -187,6 +189,18 @@ impl EncodeCtx {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&id);
+        self.prefetched.notify_all();
+    }
+
+    /// If chunk `id` is being decoded ahead, waits (bounded) for it to end
+    /// rather than decoding it a second time.
+    pub(crate) fn wait_for_prefetch(&self, id: &[u8; 32]) {
+        let set = self.prefetching.lock().unwrap_or_else(|p| p.into_inner());
+        let _ =
+            self.prefetched
+                .wait_timeout_while(set, std::time::Duration::from_millis(500), |s| {
+                    s.contains(id)
+                });
     }
 }
 

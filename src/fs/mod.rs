@@ -230,6 +230,7 @@ impl Fs {
             inline_max: cfg.inline_max,
             cache: cache.clone(),
             prefetching: Mutex::new(std::collections::HashSet::new()),
+            prefetched: std::sync::Condvar::new(),
         });
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         let fs = Fs {
