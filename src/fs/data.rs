@@ -1236,6 +1236,7 @@ impl Fs {
             let plains: HashMap<[u8; 32], Plain> =
                 prepared.iter().map(|p| (p.id, p.plain.clone())).collect();
             for p in prepared {
+                bump(&self.stats.bytes_flushed, u64::from(p.len));
                 let old = match drop_from {
                     Some(from) if p.index >= from => None,
                     _ => self.extent(ino, p.index)?,

@@ -851,3 +851,12 @@ fn a_file_fsynced_while_small_gets_small_chunks_and_keeps_its_bytes() {
     expect[600_000..600_006].copy_from_slice(b"commit");
     assert_eq!(t.fs.read(f.ino, 0, 800_000).unwrap(), expect);
 }
+
+#[test]
+fn flushed_bytes_are_counted() {
+    let t = setup();
+    let (f, fh) = t.fs.create(&C, ROOT_INO, b"c", 0o644).unwrap();
+    t.fs.write(f.ino, 0, &random(100_000, 31)).unwrap();
+    t.fs.release(fh).unwrap();
+    assert_eq!(t.fs.data_stats().bytes_flushed, 100_000);
+}
