@@ -252,6 +252,35 @@ impl Ces {
             shard::reconstruct(&valid, params, s, &mut payload)?;
         }
 
+        Ok((self.open_payload(manifest, payload)?, report))
+    }
+
+    /// Decodes a chunk from its k data shards laid end to end in one buffer
+    /// (as a local chunk file stores them), without copying: every data
+    /// shard is verified against its address, then the buffer is decrypted
+    /// in place. Any mismatch is a typed error naming the shard; the caller
+    /// then falls back to [`Ces::decode`] with the parity shards.
+    pub fn decode_data_shards(&self, manifest: &Manifest, mut data: Vec<u8>) -> Result<Vec<u8>> {
+        manifest.validate()?;
+        let k = usize::from(manifest.params.k());
+        let s = manifest.shard_len as usize;
+        if data.len() != k * s {
+            return Err(CesError::NotEnoughShards {
+                needed: k,
+                got: data.len() / s.max(1),
+                corrupt: Vec::new(),
+            });
+        }
+        for (i, shard) in data.chunks_exact(s).enumerate() {
+            verify_shard(manifest, i, shard)?;
+        }
+        data.truncate(manifest.stored_len as usize + TAG_LEN);
+        self.open_payload(manifest, data)
+    }
+
+    /// Opens a sealed payload (ciphertext, tag, then anything) in place and
+    /// decompresses it.
+    fn open_payload(&self, manifest: &Manifest, mut payload: Vec<u8>) -> Result<Vec<u8>> {
         let stored_len = manifest.stored_len as usize;
         let mut tag = [0u8; TAG_LEN];
         tag.copy_from_slice(&payload[stored_len..stored_len + TAG_LEN]);
@@ -269,11 +298,10 @@ impl Ces {
             &mut payload,
             &tag,
         )?;
-        let plaintext = match manifest.codec {
+        Ok(match manifest.codec {
             Codec::None => payload,
             Codec::Zstd { .. } => codec::decompress_exact(&payload, manifest.plain_len as usize)?,
-        };
-        Ok((plaintext, report))
+        })
     }
 }
 

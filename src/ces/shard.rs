@@ -20,6 +20,12 @@ impl ShardParams {
     /// 4 data + 2 parity shards: survives any 2 lost or corrupt shards at 1.5x.
     pub const DEFAULT: ShardParams = ShardParams { k: 4, m: 2 };
 
+    /// 16 data + 2 parity shards: the single-node default. With every shard
+    /// on the one local disk, parity guards against damaged regions of a
+    /// chunk file (any 2 of its 18 shards), not against losing the disk, so
+    /// it is kept to 1.125x the data written.
+    pub const LOCAL: ShardParams = ShardParams { k: 16, m: 2 };
+
     /// k data + m parity shards. Any k ≥ 1 with m = 0 (no redundancy), or any
     /// combination the Reed-Solomon codec supports.
     pub fn new(k: u16, m: u16) -> Result<Self> {

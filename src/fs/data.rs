@@ -66,6 +66,8 @@ pub(crate) struct OpenFile {
     /// End of the last read: a read starting there is sequential, and the
     /// next chunk is decoded ahead on the pool.
     last_read_end: u64,
+    /// Highest slot whose decode ahead has been queued for this reader.
+    ahead_until: u64,
     /// Slots spilled to the staging file (slot → bytes): written there in
     /// place, encoded at the next flush. Newer than any in-flight version.
     staged: BTreeMap<u64, usize>,
@@ -651,11 +653,28 @@ impl Fs {
             pos += n as u64;
         }
         if let Some(g) = guard {
-            let sequential = g.last_read_end == offset && offset > 0;
+            // Sequential, allowing for the kernel's read-ahead requests
+            // arriving out of order on several FUSE threads.
+            const SLACK: u64 = 1 << 20;
+            let sequential = offset > 0
+                && offset <= g.last_read_end.saturating_add(SLACK)
+                && offset.saturating_add(SLACK) >= g.last_read_end;
             g.last_read_end = end;
-            let next = end / cs + 1;
-            if sequential && next.saturating_mul(cs) < file_size && !g.dirty.contains_key(&next) {
-                self.read_ahead(ino, next);
+            if sequential {
+                // Keep the next `read_ahead` slots decoding on the pool.
+                let cur = (end - 1) / cs;
+                let last = (file_size - 1) / cs;
+                if g.ahead_until < cur || g.ahead_until > cur + self.cfg.read_ahead as u64 {
+                    g.ahead_until = cur;
+                }
+                let want = cur.saturating_add(self.cfg.read_ahead as u64).min(last);
+                while g.ahead_until < want {
+                    let next = g.ahead_until + 1;
+                    if !g.dirty.contains_key(&next) && !self.read_ahead(ino, next) {
+                        break; // the pool is busy: try again at the next read
+                    }
+                    g.ahead_until = next;
+                }
             }
         }
         Ok(out)
@@ -697,13 +716,19 @@ impl Fs {
             }
             if !st.dirty.contains_key(&index) {
                 // Whole-slot overwrites need not read the old chunk.
-                let base = if within == 0 && n as u64 == cs {
+                let mut base = if within == 0 && n as u64 == cs {
                     Vec::new()
                 } else if let Some(p) = st.inflight.get(&index) {
                     p.to_vec()
                 } else {
                     self.stored_slot(ino, index)?.to_vec()
                 };
+                if within == 0 && n >= 128 << 10 {
+                    // A large write at a slot's start (a sequential writer):
+                    // size the buffer once instead of doubling it through
+                    // copies.
+                    base.reserve_exact((cs as usize).saturating_sub(base.len()));
+                }
                 st.dirty_bytes += base.len();
                 self.dirty_total
                     .fetch_add(base.len() as u64, Ordering::Relaxed);
@@ -1496,15 +1521,29 @@ impl Fs {
 
     /// Decodes slot `index` of `ino` into the cache on the pool, if it is
     /// stored, not cached and the pool has room (never waits).
-    fn read_ahead(&self, ino: u64, index: u64) {
+    /// Queues the decode of slot `index` ahead of a reader. False when the
+    /// pool's queue is full (nothing queued).
+    fn read_ahead(&self, ino: u64, index: u64) -> bool {
         let Ok(Some(r)) = self.extent(ino, index) else {
-            return;
+            return true; // a hole, or unreadable: nothing to decode ahead
         };
         if self.cache.contains(&r.id) {
-            return;
+            return true;
         }
         let enc = self.enc.clone();
-        let _ = self.pool.try_submit(Box::new(move || enc.prefetch(r.id)));
+        if !self.pool.try_submit(Box::new(move || enc.prefetch(r.id))) {
+            return false;
+        }
+        // Have the disk read its data shards while the job waits its turn.
+        if let Ok(Some(v)) = self.kv.get(Cf::Chunk, &r.id)
+            && let Ok(rec) = ChunkRecord::decode(&v)
+            && rec.location == LOC_FILE
+            && let Ok(m) = Manifest::decode(&rec.manifest)
+        {
+            let data = u64::from(m.params.k()) * u64::from(m.shard_len);
+            self.chunks.will_need(&rec.blob(), data);
+        }
+        true
     }
 
     /// The plaintext of a chunk: from the cache, else from its shards

@@ -137,14 +137,10 @@ impl EncodeCtx {
             });
         }
         let blob = rec.blob();
-        let mut data = vec![0u8; k * s];
-        if let Some(n) = self.chunks.read_at(&blob, 0, &mut data)? {
-            data.truncate(n);
-            if let Ok(ok) = decode(&data)
-                && ok.1.corrupt.is_empty()
-            {
-                return Ok(ok);
-            }
+        if let Some(data) = self.chunks.read_prefix(&blob, k * s)?
+            && let Ok(plain) = self.ces.decode_data_shards(manifest, data)
+        {
+            return Ok((plain, crate::ces::DecodeReport::default()));
         }
         let shards = self.chunks.read_all(&blob)?.unwrap_or_default();
         decode(&shards).map_err(|e| FsError::Chunk {
@@ -169,16 +165,7 @@ impl EncodeCtx {
         let plain = (|| {
             let rec = ChunkRecord::decode(&self.kv.get(Cf::Chunk, &id).ok()??).ok()?;
             let manifest = Manifest::decode(&rec.manifest).ok()?;
-            let shards = if rec.location == LOC_INLINE {
-                self.kv.get(Cf::Inline, &id).ok()??
-            } else {
-                self.chunks.read_all(&rec.blob()).ok()??
-            };
-            let s = manifest.shard_len as usize;
-            let view: Vec<Option<&[u8]>> = (0..manifest.params.total())
-                .map(|i| shards.get(i * s..(i + 1) * s))
-                .collect();
-            let (plain, report) = self.ces.decode(&manifest, &view).ok()?;
+            let (plain, report) = self.decode_stored(&id, &rec, &manifest).ok()?;
             (report.corrupt.is_empty() && report.missing.is_empty()).then_some(plain)
         })();
         if let Some(plain) = plain {

@@ -63,19 +63,23 @@ pub struct FsConfig {
     /// plaintext like the page cache; cleared by closing). None: buffers
     /// over the limit are encoded instead.
     pub staging_dir: Option<std::path::PathBuf>,
+    /// Chunks decoded ahead of a sequential reader, in parallel on the
+    /// encoder pool.
+    pub read_ahead: usize,
 }
 
 impl Default for FsConfig {
     fn default() -> Self {
         FsConfig {
             chunk_size: types::DEFAULT_CHUNK_SIZE,
-            shard_params: ShardParams::DEFAULT,
+            shard_params: ShardParams::LOCAL,
             inline_max: 64 * 1024,
             cache_capacity: crate::cache::DEFAULT_CAPACITY,
             cache_ttl: crate::cache::DEFAULT_TTL,
             dirty_limit: 64 << 20,
             policy: CompressionPolicy::default(),
             staging_dir: None,
+            read_ahead: 3,
         }
     }
 }

@@ -21,7 +21,7 @@
 //!   or it could remove another process's in-flight writes.
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -176,6 +176,35 @@ impl ChunkFiles {
             }
         }
         Ok(Some(done))
+    }
+
+    /// The first `len` bytes of the file of `id` (fewer if it is shorter),
+    /// read into a buffer of exactly that capacity; None if there is no file.
+    pub fn read_prefix(&self, id: &[u8; 32], len: usize) -> Result<Option<Vec<u8>>, StoreError> {
+        let Some(file) = self.open_existing(id)? else {
+            return Ok(None);
+        };
+        let mut buf = Vec::with_capacity(len);
+        // `take` bounds the read; read_to_end fills the spare capacity
+        // without zeroing it first.
+        match file.take(len as u64).read_to_end(&mut buf) {
+            Ok(_) => Ok(Some(buf)),
+            Err(e) => Err(from_io(e)),
+        }
+    }
+
+    /// Asks the kernel to start reading the first `len` bytes of the file
+    /// of `id` into its cache now, without waiting (read-ahead for a decode
+    /// that is about to be queued). Only a hint: errors are ignored.
+    pub fn will_need(&self, id: &[u8; 32], len: u64) {
+        if let Ok(Some(file)) = self.open_existing(id) {
+            let _ = nix::fcntl::posix_fadvise(
+                &file,
+                0,
+                i64::try_from(len).unwrap_or(i64::MAX),
+                nix::fcntl::PosixFadviseAdvice::POSIX_FADV_WILLNEED,
+            );
+        }
     }
 
     /// The whole file of `id`, or None if there is none.
@@ -353,6 +382,16 @@ fn fill_and_rename(
     fill(&mut file)?;
     if sync {
         file.sync_data()?;
+    } else {
+        // Start writing it back now, without waiting: the next fsync then
+        // finds the disk already busy with it instead of all of it dirty.
+        // Only a hint, so its failure is ignored.
+        use std::os::fd::AsRawFd;
+        // SAFETY: a plain syscall on a file descriptor `file` owns; it reads
+        // no user memory.
+        let _ = unsafe {
+            libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE)
+        };
     }
     drop(file);
     fs::rename(temp, target)

@@ -43,11 +43,11 @@ struct Args {
     /// Seconds a cached chunk lives after its last read.
     #[arg(long, default_value_t = 600)]
     cache_ttl: u64,
-    /// Data shards per chunk.
-    #[arg(long, default_value_t = 4)]
+    /// Data shards per new chunk.
+    #[arg(long, default_value_t = ShardParams::LOCAL.k())]
     k: u16,
-    /// Parity shards per chunk.
-    #[arg(long, default_value_t = 2)]
+    /// Parity shards per new chunk.
+    #[arg(long, default_value_t = ShardParams::LOCAL.m())]
     m: u16,
     /// FUSE worker threads (default: one per core, at least 2).
     #[arg(long)]
