@@ -348,7 +348,7 @@ impl Filesystem for FuseFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        empty(reply, self.fs.flush(fh.0));
+        empty(reply, self.fs.close_descriptor(fh.0));
     }
 
     fn release(

@@ -436,6 +436,19 @@ impl Fs {
         Ok(())
     }
 
+    /// close(2) of one descriptor (FUSE's flush). The kernel does not make
+    /// close(2) wait for the release that follows the last close, so the
+    /// buffers are normally encoded and stored there, off the caller's
+    /// path, as a local filesystem's page cache writes back after close.
+    /// When the disk is low they are stored now instead, so that close(2)
+    /// reports ENOSPC and the caller knows its data did not fit.
+    pub fn close_descriptor(&self, fh: u64) -> FsResult<()> {
+        if self.disk_is_low() {
+            return self.flush(fh);
+        }
+        self.handle_ino(fh).map(|_| ())
+    }
+
     /// Last close of a handle.
     pub fn release(&self, fh: u64) -> FsResult<()> {
         let ino = match self
