@@ -30,8 +30,11 @@ use crate::ces::{Hint, Manifest};
 use crate::store::{Batch, Cf, StoreError};
 
 const CHUNK_RECORD_VERSION: u8 = 1;
-/// Chunk size of files fsynced while small (databases, logs).
-const SYNCED_CHUNK_SIZE: u32 = 256 * 1024;
+/// Chunk size of files fsynced while small (databases, logs). Small enough
+/// that an encoded chunk lives in the index (under `inline_max`): a commit
+/// then re-encodes at most a few 32 KiB chunks and costs one fsync, the
+/// index WAL's, instead of a chunk file's, its directory's and the WAL's.
+pub(crate) const SYNCED_CHUNK_SIZE: u32 = 32 * 1024;
 /// "Small" for that rule.
 const SMALL_SYNCED_FILE: u64 = 1 << 20;
 /// Written chunks up to this size go into the read cache.

@@ -646,6 +646,14 @@ impl Fs {
         self.overlay(&mut inode);
         let now = Time::now();
         let mut changed = attr.size.is_some();
+        let mut b = Batch::new();
+        if attr.size.is_some() && attr.mode.is_none() && ctx.uid != 0 && inode.kind == FileKind::File
+        {
+            // A truncate by a caller without CAP_FSETID (root's stands for
+            // it) drops setuid/setgid and file capabilities, as a write does.
+            inode.perm = super::xattr::kill_suid_sgid(inode.perm);
+            b.delete(Cf::Xattr, &super::xattr::key(ino, b"security.capability"));
+        }
         if let Some(mode) = attr.mode {
             inode.perm = (mode & 0o7777) as u16;
             changed = true;
@@ -667,7 +675,6 @@ impl Fs {
                     inode.perm &= !S_ISGID;
                 }
             }
-            let _ = ctx;
             changed = true;
         }
         let resolve = |t: SetTime| match t {
@@ -687,7 +694,6 @@ impl Fs {
         } else if let Some(c) = attr.ctime {
             inode.ctime = c;
         }
-        let mut b = Batch::new();
         self.put_inode(&mut b, &inode);
         self.kv.write(b, false)?;
         self.set_overlay_times(ino, inode.mtime, inode.ctime);

@@ -816,7 +816,7 @@ fn random_ops_with_spilling_match_a_byte_vector_model() {
         if big {
             assert_eq!(
                 t.fs.getattr(f.ino).unwrap().chunk_size,
-                256 * 1024,
+                super::data::SYNCED_CHUNK_SIZE,
                 "seed {seed}: not re-cut"
             );
         }
@@ -839,8 +839,13 @@ fn a_file_fsynced_while_small_gets_small_chunks_and_keeps_its_bytes() {
     t.fs.write(f.ino, 0, &data).unwrap();
     t.fs.flush(fh).unwrap();
     t.fs.fsync(f.ino).unwrap();
-    assert_eq!(t.fs.getattr(f.ino).unwrap().chunk_size, 256 * 1024);
+    assert_eq!(
+        t.fs.getattr(f.ino).unwrap().chunk_size,
+        super::data::SYNCED_CHUNK_SIZE
+    );
     assert_eq!(t.fs.read(f.ino, 0, 800_000).unwrap(), data);
+    // Its chunks live in the index: a commit's only fsync is the WAL's.
+    assert_eq!(chunk_files(&t), 0);
     // A commit now rewrites one small chunk, not the whole file.
     let before = t.fs.data_stats().chunks_encoded;
     t.fs.write(f.ino, 600_000, b"commit").unwrap();

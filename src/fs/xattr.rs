@@ -32,7 +32,20 @@ pub enum XattrReply {
     Data(Vec<u8>),
 }
 
-fn key(ino: u64, name: &[u8]) -> Vec<u8> {
+/// The file capabilities xattr, removed with setuid by writes.
+const SECURITY_CAPABILITY: &[u8] = b"security.capability";
+
+/// `perm` without setuid, and without setgid if group-executable (as the
+/// kernel's `setattr_should_drop_suidgid`).
+pub(super) fn kill_suid_sgid(perm: u16) -> u16 {
+    let mut perm = perm & !0o4000;
+    if perm & 0o010 != 0 {
+        perm &= !0o2000;
+    }
+    perm
+}
+
+pub(super) fn key(ino: u64, name: &[u8]) -> Vec<u8> {
     types::dentry_key(ino, name)
 }
 
@@ -131,6 +144,34 @@ impl Fs {
             return Err(FsError::TooBig);
         }
         reply(out, size)
+    }
+
+    /// What a write or truncate by a caller without CAP_FSETID does to a
+    /// regular file (the kernel leaves it to us: FUSE_HANDLE_KILLPRIV_V2):
+    /// clears setuid, setgid if group-executable, and the file's
+    /// `security.capability`. One batch; nothing when there is nothing to
+    /// clear.
+    pub fn kill_privs(&self, ino: u64) -> FsResult<()> {
+        let _g = self.lock_ns();
+        let mut inode = self.load(ino)?;
+        if inode.kind != FileKind::File {
+            return Ok(());
+        }
+        let mut b = Batch::new();
+        let perm = kill_suid_sgid(inode.perm);
+        let cap = key(ino, SECURITY_CAPABILITY);
+        let has_cap = self.kv.get(Cf::Xattr, &cap)?.is_some();
+        if perm == inode.perm && !has_cap {
+            return Ok(());
+        }
+        if has_cap {
+            b.delete(Cf::Xattr, &cap);
+        }
+        inode.perm = perm;
+        inode.ctime = Time::now();
+        self.put_inode(&mut b, &inode);
+        self.kv.write(b, false)?;
+        Ok(())
     }
 
     pub fn removexattr(&self, ctx: &Ctx, ino: u64, name: &[u8]) -> FsResult<()> {
