@@ -865,3 +865,55 @@ fn flushed_bytes_are_counted() {
     t.fs.release(fh).unwrap();
     assert_eq!(t.fs.data_stats().bytes_flushed, 100_000);
 }
+
+#[test]
+fn writes_and_truncates_without_fsetid_drop_setuid_setgid_and_capabilities() {
+    let t = setup();
+    let user = C; // uid 1000, no CAP_FSETID
+    let (f, fh) = t.fs.create(&C, ROOT_INO, b"s", 0o644).unwrap();
+    let set_mode = |mode: u32| {
+        t.fs.setattr(
+            &C,
+            f.ino,
+            &SetAttr {
+                mode: Some(mode),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    };
+    let cap = b"security.capability";
+    // What the FUSE adapter calls before a write flagged KILL_SUIDGID.
+    set_mode(0o6755);
+    t.fs.setxattr(&C, f.ino, cap, b"caps", XattrMode::Any).unwrap();
+    t.fs.kill_privs(f.ino).unwrap();
+    assert_eq!(t.fs.getattr(f.ino).unwrap().perm, 0o755);
+    assert!(matches!(
+        t.fs.getxattr(&C, f.ino, cap, 0),
+        Err(FsError::NoData)
+    ));
+    // setgid stays on a file that is not group-executable (mandatory locking).
+    set_mode(0o6745);
+    t.fs.kill_privs(f.ino).unwrap();
+    assert_eq!(t.fs.getattr(f.ino).unwrap().perm, 0o2745);
+    // A truncate by a user drops them; one by root does not.
+    set_mode(0o6755);
+    let trunc = SetAttr {
+        size: Some(3),
+        ..Default::default()
+    };
+    t.fs.setattr(&Ctx::ROOT, f.ino, &trunc).unwrap();
+    assert_eq!(t.fs.getattr(f.ino).unwrap().perm, 0o6755);
+    t.fs.setxattr(&C, f.ino, cap, b"caps", XattrMode::Any).unwrap();
+    t.fs.setattr(&user, f.ino, &trunc).unwrap();
+    assert_eq!(t.fs.getattr(f.ino).unwrap().perm, 0o755);
+    assert!(matches!(
+        t.fs.getxattr(&C, f.ino, cap, 0),
+        Err(FsError::NoData)
+    ));
+    // Nothing to clear: nothing written, ctime unchanged.
+    let before = t.fs.getattr(f.ino).unwrap().ctime;
+    t.fs.kill_privs(f.ino).unwrap();
+    assert_eq!(t.fs.getattr(f.ino).unwrap().ctime, before);
+    t.fs.release(fh).unwrap();
+}
