@@ -917,3 +917,23 @@ fn writes_and_truncates_without_fsetid_drop_setuid_setgid_and_capabilities() {
     assert_eq!(t.fs.getattr(f.ino).unwrap().ctime, before);
     t.fs.release(fh).unwrap();
 }
+
+#[test]
+fn close_leaves_encoding_to_the_release_that_follows_it() {
+    // close(2) does not wait for CES: the kernel sends the release after
+    // close(2) has returned, and that is where the buffers are stored (on a
+    // disk with room; a low disk encodes at close to report ENOSPC there).
+    let t = setup();
+    let (f, fh) = t.fs.create(&C, ROOT_INO, b"c", 0o644).unwrap();
+    let data = random(50_000, 41); // under one chunk: nothing goes to the pool
+    t.fs.write(f.ino, 0, &data).unwrap();
+    let before = t.fs.data_stats().chunks_encoded;
+    t.fs.close_descriptor(fh).unwrap();
+    assert_eq!(t.fs.data_stats().chunks_encoded, before);
+    // Still visible to everyone meanwhile.
+    assert_eq!(t.fs.getattr(f.ino).unwrap().size, 50_000);
+    assert_eq!(t.fs.read(f.ino, 0, 50_000).unwrap(), data);
+    t.fs.release(fh).unwrap();
+    assert_eq!(t.fs.data_stats().chunks_encoded, before + 1);
+    assert_eq!(t.fs.read(f.ino, 0, 50_000).unwrap(), data);
+}
