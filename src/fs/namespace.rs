@@ -647,7 +647,10 @@ impl Fs {
         let now = Time::now();
         let mut changed = attr.size.is_some();
         let mut b = Batch::new();
-        if attr.size.is_some() && attr.mode.is_none() && ctx.uid != 0 && inode.kind == FileKind::File
+        if attr.size.is_some()
+            && attr.mode.is_none()
+            && ctx.uid != 0
+            && inode.kind == FileKind::File
         {
             // A truncate by a caller without CAP_FSETID (root's stands for
             // it) drops setuid/setgid and file capabilities, as a write does.

@@ -885,7 +885,8 @@ fn writes_and_truncates_without_fsetid_drop_setuid_setgid_and_capabilities() {
     let cap = b"security.capability";
     // What the FUSE adapter calls before a write flagged KILL_SUIDGID.
     set_mode(0o6755);
-    t.fs.setxattr(&C, f.ino, cap, b"caps", XattrMode::Any).unwrap();
+    t.fs.setxattr(&C, f.ino, cap, b"caps", XattrMode::Any)
+        .unwrap();
     t.fs.kill_privs(f.ino).unwrap();
     assert_eq!(t.fs.getattr(f.ino).unwrap().perm, 0o755);
     assert!(matches!(
@@ -904,7 +905,8 @@ fn writes_and_truncates_without_fsetid_drop_setuid_setgid_and_capabilities() {
     };
     t.fs.setattr(&Ctx::ROOT, f.ino, &trunc).unwrap();
     assert_eq!(t.fs.getattr(f.ino).unwrap().perm, 0o6755);
-    t.fs.setxattr(&C, f.ino, cap, b"caps", XattrMode::Any).unwrap();
+    t.fs.setxattr(&C, f.ino, cap, b"caps", XattrMode::Any)
+        .unwrap();
     t.fs.setattr(&user, f.ino, &trunc).unwrap();
     assert_eq!(t.fs.getattr(f.ino).unwrap().perm, 0o755);
     assert!(matches!(

@@ -389,9 +389,8 @@ fn fill_and_rename(
         use std::os::fd::AsRawFd;
         // SAFETY: a plain syscall on a file descriptor `file` owns; it reads
         // no user memory.
-        let _ = unsafe {
-            libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE)
-        };
+        let _ =
+            unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
     }
     drop(file);
     fs::rename(temp, target)
