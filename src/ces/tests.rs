@@ -365,3 +365,38 @@ fn invalid_parameters_are_rejected() {
         .is_err()
     );
 }
+
+#[test]
+fn decode_from_contiguous_data_shards_round_trips_and_names_a_bad_shard() {
+    let c = ces();
+    for (k, m) in [(1, 0), (4, 2), (16, 2)] {
+        for n in interesting_sizes(k) {
+            for data in [random(n, n as u64), text(n)] {
+                let enc = c
+                    .encode_with_nonce(&data, params(k, m), &Hint::default(), NONCE)
+                    .unwrap();
+                let s = enc.manifest.shard_len as usize;
+                let data_shards = enc.shards[..usize::from(k) * s].to_vec();
+                let out = c
+                    .decode_data_shards(&enc.manifest, data_shards.clone())
+                    .unwrap();
+                assert_eq!(out, data, "k={k} m={m} n={n}");
+                // A flipped byte in any data shard is named, never decrypted.
+                let i = usize::from(k) - 1;
+                let mut bad = data_shards.clone();
+                bad[i * s] ^= 1;
+                assert!(matches!(
+                    c.decode_data_shards(&enc.manifest, bad),
+                    Err(CesError::CorruptShard { index, .. }) if usize::from(index) == i
+                ));
+                // A short buffer (a truncated chunk file) is a typed error.
+                let mut short = data_shards;
+                short.pop();
+                assert!(matches!(
+                    c.decode_data_shards(&enc.manifest, short),
+                    Err(CesError::NotEnoughShards { .. })
+                ));
+            }
+        }
+    }
+}

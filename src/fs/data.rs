@@ -66,11 +66,17 @@ pub(crate) struct OpenFile {
     pending: usize,
     /// Where the pool's jobs for this file report.
     results: Option<(Sender<JobResult>, Receiver<JobResult>)>,
-    /// End of the last read: a read starting there is sequential, and the
-    /// next chunk is decoded ahead on the pool.
+    /// End of the last read: a read starting near there is sequential, and
+    /// the next chunks are decoded ahead on the pool.
     last_read_end: u64,
     /// Highest slot whose decode ahead has been queued for this reader.
     ahead_until: u64,
+    /// The inode and extents as last read from the index, with the index's
+    /// write count noted before reading them: valid while it is unchanged
+    /// (reads then cost no index lookup).
+    view: Option<(u64, Inode)>,
+    extents: HashMap<u64, Option<ChunkRef>>,
+    extents_at: u64,
     /// Slots spilled to the staging file (slot → bytes): written there in
     /// place, encoded at the next flush. Newer than any in-flight version.
     staged: BTreeMap<u64, usize>,
@@ -626,10 +632,27 @@ impl Fs {
         offset: u64,
         size: u64,
     ) -> FsResult<Vec<u8>> {
-        let inode = self.load(ino)?;
+        let writes = self.counted.writes();
+        let mut guard = guard;
+        let inode = match guard.as_deref_mut() {
+            Some(g) => match &g.view {
+                Some((at, inode)) if *at == writes => inode.clone(),
+                _ => {
+                    let inode = self.load(ino)?;
+                    g.view = Some((writes, inode.clone()));
+                    inode
+                }
+            },
+            None => self.load(ino)?,
+        };
         if inode.kind == FileKind::Dir {
             return Err(FsError::IsDir);
         }
+        // The extents cache, taken out while the buffers are borrowed.
+        let mut extents = match guard.as_deref_mut() {
+            Some(g) if g.extents_at == writes => std::mem::take(&mut g.extents),
+            _ => HashMap::new(),
+        };
         let file_size = guard
             .as_ref()
             .and_then(|g| g.a().size)
@@ -657,7 +680,18 @@ impl Fs {
                 (None, Some(buf), _) => buf,
                 (None, None, Some(buf)) => buf,
                 (None, None, None) => {
-                    stored = self.stored_slot(ino, index)?;
+                    let r = match extents.get(&index) {
+                        Some(r) => *r,
+                        None => {
+                            let r = self.extent(ino, index)?;
+                            extents.insert(index, r);
+                            r
+                        }
+                    };
+                    stored = match r {
+                        Some(r) => self.load_chunk(&r)?,
+                        None => Arc::new(Vec::new()),
+                    };
                     &stored
                 }
             };
@@ -669,6 +703,11 @@ impl Fs {
             pos += n as u64;
         }
         if let Some(g) = guard {
+            if extents.len() > 4096 {
+                extents.clear(); // bounded: a huge file read all over
+            }
+            g.extents = extents;
+            g.extents_at = writes;
             // Sequential, allowing for the kernel's read-ahead requests
             // arriving out of order on several FUSE threads.
             const SLACK: u64 = 1 << 20;
@@ -1535,9 +1574,8 @@ impl Fs {
         Ok(())
     }
 
-    /// Decodes slot `index` of `ino` into the cache on the pool, if it is
-    /// stored, not cached and the pool has room (never waits).
-    /// Queues the decode of slot `index` ahead of a reader. False when the
+    /// Queues the decode of slot `index` of `ino` into the cache on the
+    /// pool, if it is stored and not cached; never waits. False when the
     /// pool's queue is full (nothing queued).
     fn read_ahead(&self, ino: u64, index: u64) -> bool {
         let Ok(Some(r)) = self.extent(ino, index) else {

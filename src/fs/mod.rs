@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use crate::cache::{CacheStats, ChunkCache};
 use crate::ces::{Ces, CompressionPolicy, ShardParams};
-use crate::store::{Batch, Cf, ChunkFiles, Kv};
+use crate::store::{Batch, Cf, ChunkFiles, CountingKv, Kv};
 
 pub use data::DataStats;
 pub use error::{FsError, FsResult};
@@ -170,6 +170,9 @@ pub struct DirEntry {
 /// The filesystem.
 pub struct Fs {
     kv: Arc<dyn Kv>,
+    /// The same store, for its write count (what open files' cached inode
+    /// and extents are checked against).
+    counted: Arc<CountingKv>,
     chunks: Arc<ChunkFiles>,
     /// CES and the handles the encoder pool's jobs share.
     enc: Arc<encoder::EncodeCtx>,
@@ -213,6 +216,8 @@ impl Fs {
         cfg: FsConfig,
         root_owner: (u32, u32),
     ) -> FsResult<Fs> {
+        let counted = Arc::new(CountingKv::new(kv));
+        let kv: Arc<dyn Kv> = counted.clone();
         let next = match kv.get(Cf::Meta, META_NEXT_INO)? {
             Some(v) => u64::from_le_bytes(
                 v.as_slice()
@@ -239,6 +244,7 @@ impl Fs {
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         let fs = Fs {
             kv,
+            counted,
             chunks,
             enc,
             pool: encoder::Pool::new(threads, ENCODE_QUEUE),

@@ -213,6 +213,55 @@ pub trait Kv: Send + Sync + 'static {
     fn sync(&self) -> Result<(), StoreError>;
 }
 
+/// A [`Kv`] that counts its writes. A reader that notes [`CountingKv::writes`]
+/// before reading may reuse what it read for as long as the count has not
+/// moved: the count goes up after every write lands (failed ones included).
+pub struct CountingKv {
+    inner: Arc<dyn Kv>,
+    writes: std::sync::atomic::AtomicU64,
+}
+
+impl CountingKv {
+    pub fn new(inner: Arc<dyn Kv>) -> CountingKv {
+        CountingKv {
+            inner,
+            writes: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Writes so far.
+    pub fn writes(&self) -> u64 {
+        self.writes.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+impl Kv for CountingKv {
+    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.get(cf, key)
+    }
+
+    fn write(&self, batch: Batch, sync: bool) -> Result<(), StoreError> {
+        let r = self.inner.write(batch, sync);
+        self.writes
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        r
+    }
+
+    fn scan(
+        &self,
+        cf: Cf,
+        prefix: &[u8],
+        start: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(), StoreError> {
+        self.inner.scan(cf, prefix, start, visit)
+    }
+
+    fn sync(&self) -> Result<(), StoreError> {
+        self.inner.sync()
+    }
+}
+
 impl<K: Kv + ?Sized> Kv for Arc<K> {
     fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         (**self).get(cf, key)
