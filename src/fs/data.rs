@@ -628,12 +628,11 @@ impl Fs {
     fn read_in(
         &self,
         ino: u64,
-        guard: Option<&mut OpenFile>,
+        mut guard: Option<&mut OpenFile>,
         offset: u64,
         size: u64,
     ) -> FsResult<Vec<u8>> {
         let writes = self.counted.writes();
-        let mut guard = guard;
         let inode = match guard.as_deref_mut() {
             Some(g) => match &g.view {
                 Some((at, inode)) if *at == writes => inode.clone(),
@@ -1584,18 +1583,29 @@ impl Fs {
         if self.cache.contains(&r.id) {
             return true;
         }
+        let Some((rec, m)) = self
+            .kv
+            .get(Cf::Chunk, &r.id)
+            .ok()
+            .flatten()
+            .and_then(|v| ChunkRecord::decode(&v).ok())
+            .and_then(|rec| Manifest::decode(&rec.manifest).ok().map(|m| (rec, m)))
+        else {
+            return true; // unreadable: the reader's own path reports it
+        };
+        // The data shards the job will read, for the disk to fetch while the
+        // job waits its turn.
+        let ahead = (rec.location == LOC_FILE)
+            .then(|| (rec.blob(), u64::from(m.params.k()) * u64::from(m.shard_len)));
         let enc = self.enc.clone();
-        if !self.pool.try_submit(Box::new(move || enc.prefetch(r.id))) {
+        if !self
+            .pool
+            .try_submit(Box::new(move || enc.prefetch(r.id, &rec, &m)))
+        {
             return false;
         }
-        // Have the disk read its data shards while the job waits its turn.
-        if let Ok(Some(v)) = self.kv.get(Cf::Chunk, &r.id)
-            && let Ok(rec) = ChunkRecord::decode(&v)
-            && rec.location == LOC_FILE
-            && let Ok(m) = Manifest::decode(&rec.manifest)
-        {
-            let data = u64::from(m.params.k()) * u64::from(m.shard_len);
-            self.chunks.will_need(&rec.blob(), data);
+        if let Some((blob, len)) = ahead {
+            self.chunks.will_need(&blob, len);
         }
         true
     }

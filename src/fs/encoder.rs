@@ -152,7 +152,7 @@ impl EncodeCtx {
     /// Decodes chunk `id` into the cache for a sequential reader. Only a
     /// clean decode is cached; damage is left to the reader's own path,
     /// which repairs it.
-    pub(crate) fn prefetch(&self, id: [u8; 32]) {
+    pub(crate) fn prefetch(&self, id: [u8; 32], rec: &ChunkRecord, manifest: &Manifest) {
         if self.cache.contains(&id)
             || !self
                 .prefetching
@@ -162,12 +162,12 @@ impl EncodeCtx {
         {
             return;
         }
-        let plain = (|| {
-            let rec = ChunkRecord::decode(&self.kv.get(Cf::Chunk, &id).ok()??).ok()?;
-            let manifest = Manifest::decode(&rec.manifest).ok()?;
-            let (plain, report) = self.decode_stored(&id, &rec, &manifest).ok()?;
-            (report.corrupt.is_empty() && report.missing.is_empty()).then_some(plain)
-        })();
+        let plain = match self.decode_stored(&id, rec, manifest) {
+            Ok((plain, report)) if report.corrupt.is_empty() && report.missing.is_empty() => {
+                Some(plain)
+            }
+            _ => None,
+        };
         if let Some(plain) = plain {
             bump(&self.stats.chunks_decoded, 1);
             self.cache.insert(id, Arc::new(plain));
