@@ -1211,34 +1211,32 @@ impl Fs {
         inode: &Inode,
         bufs: Vec<(u64, Vec<u8>)>,
     ) -> Result<Vec<Prepared>, (FsError, Vec<(u64, Vec<u8>)>)> {
-        let name = format!("{}", inode.ino);
-        let work = |(index, buf): (u64, Vec<u8>)| -> Result<Prepared, (FsError, (u64, Vec<u8>))> {
-            self.enc
-                .prepare_one(index, Arc::new(buf), &name)
-                .map_err(|(e, i, p)| (e, (i, Arc::try_unwrap(p).unwrap_or_else(|a| a.to_vec()))))
-        };
-        let results: Vec<Result<Prepared, (FsError, (u64, Vec<u8>))>> = if bufs.len() > 1 {
-            let threads = std::thread::available_parallelism()
-                .map_or(1, |n| n.get())
-                .min(bufs.len());
-            let queue = Mutex::new(bufs.into_iter());
-            let out = Mutex::new(Vec::new());
-            std::thread::scope(|s| {
-                for _ in 0..threads {
-                    s.spawn(|| {
-                        loop {
-                            let next = queue.lock().unwrap_or_else(|p| p.into_inner()).next();
-                            let Some(item) = next else { break };
-                            let r = work(item);
-                            out.lock().unwrap_or_else(|p| p.into_inner()).push(r);
-                        }
-                    });
-                }
+        // On the encoder pool, whose threads run at a lower priority than
+        // the FUSE threads: this thread sleeps meanwhile, so the requests
+        // that arrive in the meantime (a program goes on after close(2)
+        // while its release encodes) are not queued behind CES work.
+        let name = inode.ino.to_string();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let n = bufs.len();
+        for (index, buf) in bufs {
+            let enc = self.enc.clone();
+            let tx = tx.clone();
+            let name = name.clone();
+            let job: Box<dyn FnOnce() + Send> = Box::new(move || {
+                let _ = tx.send(enc.prepare_one(index, Arc::new(buf), &name));
             });
-            out.into_inner().unwrap_or_else(|p| p.into_inner())
-        } else {
-            bufs.into_iter().map(work).collect()
-        };
+            if let Err(job) = self.pool.submit(job) {
+                job();
+            }
+        }
+        drop(tx);
+        let results: Vec<Result<Prepared, (FsError, (u64, Vec<u8>))>> = rx
+            .iter()
+            .take(n)
+            .map(|r| {
+                r.map_err(|(e, i, p)| (e, (i, Arc::try_unwrap(p).unwrap_or_else(|a| a.to_vec()))))
+            })
+            .collect();
         let mut ok = Vec::new();
         let mut failed = Vec::new();
         let mut first_err = None;

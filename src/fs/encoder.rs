@@ -193,6 +193,24 @@ impl EncodeCtx {
 
 type Job = Box<dyn FnOnce() + Send>;
 
+/// Nice value of the encoder threads: CES work yields the CPU to the FUSE
+/// threads, whose requests a program is waiting for.
+const ENCODER_NICE: libc::c_int = 10;
+
+/// Lowers the calling thread's scheduling priority to `ENCODER_NICE`
+/// (best effort: a failure only costs latency).
+fn lower_priority() {
+    // SAFETY: gettid has no preconditions; setpriority on our own thread id
+    // only changes this thread's nice value.
+    let r = unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, ENCODER_NICE)
+    };
+    if r != 0 {
+        warn!(error = %std::io::Error::last_os_error(), "cannot lower the encoder threads' priority");
+    }
+}
+
 /// The worker pool.
 pub(crate) struct Pool {
     tx: Mutex<Option<SyncSender<Job>>>,
@@ -210,6 +228,7 @@ impl Pool {
             let spawned = std::thread::Builder::new()
                 .name(format!("pangea-encode-{i}"))
                 .spawn(move || {
+                    lower_priority();
                     loop {
                         let job = match rx.lock() {
                             Ok(r) => r.recv(),
@@ -271,5 +290,27 @@ impl Drop for Pool {
         {
             let _ = h.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_threads_run_below_the_callers_priority() {
+        let pool = Pool::new(1, 1);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let job: Job = Box::new(move || {
+            // SAFETY: getpriority on our own thread id reads its nice value.
+            let nice =
+                unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) };
+            let _ = tx.send(nice);
+        });
+        assert!(pool.submit(job).is_ok());
+        let nice = rx.recv().expect("the job ran");
+        // SAFETY: as above, for the test thread.
+        let ours = unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) };
+        assert_eq!(nice, ENCODER_NICE.max(ours));
     }
 }
