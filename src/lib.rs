@@ -11,10 +11,12 @@
 //!   extended on every read).
 //! * [`fs`]: the filesystem core: namespace, file data through CES, xattrs,
 //!   POSIX rules. Knows nothing of FUSE (the adapter lives in `mount/`).
+//! * [`workers`]: background workers over the core (the uploader).
 //!
-//! Later layers (see docs/ARCHITECTURE.md): `net`, `workers`, `ctl`.
+//! Later layers (see docs/ARCHITECTURE.md): `net`, `ctl`.
 
 pub mod cache;
 pub mod ces;
 pub mod fs;
 pub mod store;
+pub mod workers;

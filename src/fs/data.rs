@@ -29,7 +29,9 @@ use crate::cache::Plain;
 use crate::ces::{Hint, Manifest};
 use crate::store::{Batch, Cf, StoreError};
 
-const CHUNK_RECORD_VERSION: u8 = 1;
+/// Chunk records are written at version 2 (with shard holders); version 1
+/// records (no holders) are still read.
+const CHUNK_RECORD_VERSION: u8 = 2;
 /// Chunk size of files fsynced while small (databases, logs). Small enough
 /// that an encoded chunk lives in the index (under `inline_max`): a commit
 /// then re-encodes at most a few 32 KiB chunks and costs one fsync, the
@@ -181,36 +183,67 @@ fn pending(p: &Mutex<Pending>) -> MutexGuard<'_, Pending> {
     p.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A chunk record: refcount, where the shards are, and the manifest.
+/// A peer holding one shard of a chunk: the shard's index (data shards
+/// first) and the peer's number in the `peer` table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Holder {
+    pub shard: u16,
+    pub peer: u32,
+}
+
+/// A chunk record: refcount, where the local shards are, which peers hold
+/// copies of shards, and the manifest.
 pub(crate) struct ChunkRecord {
-    refs: u64,
+    pub(crate) refs: u64,
     pub(crate) location: u8,
+    /// Remote copies (the local ones are implied by `location`); empty
+    /// while the node is alone.
+    pub(crate) holders: Vec<Holder>,
     pub(crate) manifest: Vec<u8>,
 }
 
 impl ChunkRecord {
-    fn encode(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(10 + self.manifest.len());
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let n = u16::try_from(self.holders.len()).unwrap_or(u16::MAX);
+        let mut v = Vec::with_capacity(12 + 6 * usize::from(n) + self.manifest.len());
         v.push(CHUNK_RECORD_VERSION);
         v.extend_from_slice(&self.refs.to_le_bytes());
         v.push(self.location);
+        v.extend_from_slice(&n.to_le_bytes());
+        for h in self.holders.iter().take(usize::from(n)) {
+            v.extend_from_slice(&h.shard.to_le_bytes());
+            v.extend_from_slice(&h.peer.to_le_bytes());
+        }
         v.extend_from_slice(&self.manifest);
         v
     }
 
     pub(crate) fn decode(v: &[u8]) -> FsResult<ChunkRecord> {
-        if v.len() < 10 || v[0] != CHUNK_RECORD_VERSION || v[9] > LOC_FILE {
-            return Err(FsError::Corrupt("chunk record"));
+        const BAD: FsError = FsError::Corrupt("chunk record");
+        if v.len() < 10 || !(1..=CHUNK_RECORD_VERSION).contains(&v[0]) || v[9] > LOC_FILE {
+            return Err(BAD);
         }
-        let refs = u64::from_le_bytes(
-            v[1..9]
-                .try_into()
-                .map_err(|_| FsError::Corrupt("chunk record"))?,
-        );
+        let refs = u64::from_le_bytes(v[1..9].try_into().map_err(|_| BAD)?);
+        let mut rest = &v[10..];
+        let mut holders = Vec::new();
+        if v[0] >= 2 {
+            let n = rest.get(..2).ok_or(BAD)?;
+            let n = usize::from(u16::from_le_bytes([n[0], n[1]]));
+            let list = rest.get(2..2 + 6 * n).ok_or(BAD)?;
+            holders = list
+                .chunks_exact(6)
+                .map(|h| Holder {
+                    shard: u16::from_le_bytes([h[0], h[1]]),
+                    peer: u32::from_le_bytes([h[2], h[3], h[4], h[5]]),
+                })
+                .collect();
+            rest = &rest[2 + 6 * n..];
+        }
         Ok(ChunkRecord {
             refs,
             location: v[9],
-            manifest: v[10..].to_vec(),
+            holders,
+            manifest: rest.to_vec(),
         })
     }
 
@@ -302,15 +335,25 @@ impl Stored {
         (self.loc == LOC_FILE).then(|| self.blob())
     }
 
-    fn into_record(self, b: &mut Batch, id: &[u8; 32]) -> ChunkRecord {
+    /// The record of a new encoding, its inline shards, and (with
+    /// `upload`: the node has peers) its entry in the upload queue.
+    fn into_record(self, b: &mut Batch, id: &[u8; 32], upload: bool) -> ChunkRecord {
         if self.loc == LOC_INLINE {
             b.put(Cf::Inline, id, &self.inline);
         } else {
             b.delete(Cf::Gc, &self.blob());
         }
+        if upload {
+            b.put(
+                Cf::Upload,
+                &super::replica::place_key(id),
+                &super::replica::UploadEntry::new().encode(),
+            );
+        }
         ChunkRecord {
             refs: 0,
             location: self.loc,
+            holders: Vec::new(),
             manifest: self.manifest,
         }
     }
@@ -1364,7 +1407,7 @@ impl Fs {
                         orphaned_blobs.extend(fresh.and_then(|s| s.file()));
                         rec
                     }
-                    (None, Some(stored)) => stored.into_record(&mut b, &id),
+                    (None, Some(stored)) => stored.into_record(&mut b, &id, self.cfg.upload),
                     (None, None) if d > 0 => {
                         // Deduplicated against a chunk deleted since: encode it now.
                         let plain = plains
@@ -1372,7 +1415,7 @@ impl Fs {
                             .ok_or(FsError::Corrupt("deduplicated chunk vanished"))?;
                         self.enc
                             .encode_and_store(plain, &Hint::default())?
-                            .into_record(&mut b, &id)
+                            .into_record(&mut b, &id, self.cfg.upload)
                     }
                     (None, None) => continue,
                 };
@@ -1451,6 +1494,11 @@ impl Fs {
             return;
         }
         b.delete(Cf::Chunk, id);
+        b.delete(Cf::Upload, &super::replica::place_key(id));
+        // Peers' copies are released by the uploader, from the queue.
+        if let Err(e) = super::replica::queue_drops(b, &rec) {
+            warn!(chunk = %hex8(id), error = %e, "remote copies of a deleted chunk cannot be named; they stay on their peers");
+        }
         if rec.location == LOC_INLINE {
             b.delete(Cf::Inline, id);
         } else {
@@ -1677,7 +1725,9 @@ impl Fs {
             } else if stored.loc == LOC_FILE {
                 b.delete(Cf::Inline, id);
             }
-            let mut rec = stored.into_record(&mut b, id);
+            // A new encoding (fresh nonce): peers' copies of the old shards
+            // no longer match, so the new shards are queued for placement.
+            let mut rec = stored.into_record(&mut b, id, self.cfg.upload);
             rec.refs = cur.refs;
             b.put(Cf::Chunk, id, &rec.encode());
             self.kv.write(b, true)?;

@@ -24,6 +24,7 @@ pub mod datadir;
 mod encoder;
 pub mod error;
 mod namespace;
+pub mod replica;
 pub mod types;
 pub mod xattr;
 
@@ -66,6 +67,9 @@ pub struct FsConfig {
     /// Chunks decoded ahead of a sequential reader, in parallel on the
     /// encoder pool.
     pub read_ahead: usize,
+    /// Queue new encodings for placement on peers (`fs::replica`). Set when
+    /// the node has peers; a node alone keeps the upload queue empty.
+    pub upload: bool,
 }
 
 impl Default for FsConfig {
@@ -80,6 +84,7 @@ impl Default for FsConfig {
             policy: CompressionPolicy::default(),
             staging_dir: None,
             read_ahead: 3,
+            upload: false,
         }
     }
 }

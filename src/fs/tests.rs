@@ -939,3 +939,41 @@ fn close_leaves_encoding_to_the_release_that_follows_it() {
     assert_eq!(t.fs.data_stats().chunks_encoded, before + 1);
     assert_eq!(t.fs.read(f.ino, 0, 50_000).unwrap(), data);
 }
+
+#[test]
+fn chunk_records_round_trip_with_holders_and_version_1_records_still_read() {
+    use super::data::{ChunkRecord, Holder};
+    let rec = ChunkRecord {
+        refs: 7,
+        location: 1,
+        holders: vec![
+            Holder { shard: 0, peer: 3 },
+            Holder {
+                shard: 17,
+                peer: u32::MAX,
+            },
+        ],
+        manifest: vec![9; 40],
+    };
+    let v = rec.encode();
+    assert_eq!(v[0], 2);
+    let back = ChunkRecord::decode(&v).unwrap();
+    assert_eq!(back.refs, 7);
+    assert_eq!(back.location, 1);
+    assert_eq!(back.holders, rec.holders);
+    assert_eq!(back.manifest, rec.manifest);
+    // Version 1: version, refcount, location, manifest; no holders.
+    let mut v1 = vec![1];
+    v1.extend_from_slice(&5u64.to_le_bytes());
+    v1.push(0);
+    v1.extend_from_slice(&[4; 30]);
+    let old = ChunkRecord::decode(&v1).unwrap();
+    assert_eq!((old.refs, old.location), (5, 0));
+    assert!(old.holders.is_empty());
+    assert_eq!(old.manifest, vec![4; 30]);
+    // Truncated holder lists and unknown versions are corrupt, not a panic.
+    assert!(ChunkRecord::decode(&v[..14]).is_err());
+    let mut v3 = v.clone();
+    v3[0] = 3;
+    assert!(ChunkRecord::decode(&v3).is_err());
+}

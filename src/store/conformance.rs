@@ -525,18 +525,57 @@ fn rocks_unknown_column_family_reports_schema() {
         let mut db = rocksdb::DB::open_cf(&opts, dir.path(), names).unwrap();
         db.create_cf("future", &opts).unwrap();
         let meta = db.cf_handle("meta").unwrap();
-        db.put_cf(meta, SCHEMA_KEY, 2u32.to_le_bytes()).unwrap();
+        db.put_cf(meta, SCHEMA_KEY, (SCHEMA_VERSION + 1).to_le_bytes())
+            .unwrap();
     }
     let err = RocksKv::open(dir.path()).unwrap_err();
     assert!(
         matches!(
             err,
-            StoreError::Schema {
-                found: 2,
-                expected: 1
-            }
+            StoreError::Schema { found, expected }
+                if found == SCHEMA_VERSION + 1 && expected == SCHEMA_VERSION
         ),
         "{err:?}"
+    );
+}
+
+#[test]
+fn rocks_version_1_index_is_upgraded_and_keeps_its_data() {
+    // A version 1 index: no `upload` or `peer` column family yet.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut opts = rocksdb::Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        let names = [
+            "default", "meta", "inode", "dentry", "dirpos", "extent", "chunk", "inline", "xattr",
+            "orphan", "gc",
+        ];
+        let db = rocksdb::DB::open_cf(&opts, dir.path(), names).unwrap();
+        db.put_cf(
+            db.cf_handle("meta").unwrap(),
+            SCHEMA_KEY,
+            1u32.to_le_bytes(),
+        )
+        .unwrap();
+        db.put_cf(db.cf_handle("inode").unwrap(), b"old", b"v1 data")
+            .unwrap();
+    }
+    let kv = RocksKv::open(dir.path()).unwrap();
+    assert_eq!(
+        kv.get(Cf::Meta, SCHEMA_KEY).unwrap(),
+        Some(SCHEMA_VERSION.to_le_bytes().to_vec())
+    );
+    assert_eq!(
+        kv.get(Cf::Inode, b"old").unwrap(),
+        Some(b"v1 data".to_vec())
+    );
+    let mut b = Batch::new();
+    b.put(Cf::Upload, b"chunk", b"queued");
+    kv.write(b, false).unwrap();
+    assert_eq!(
+        kv.get(Cf::Upload, b"chunk").unwrap(),
+        Some(b"queued".to_vec())
     );
 }
 

@@ -76,11 +76,17 @@ pub enum Cf {
     Orphan,
     /// Chunks waiting for garbage collection.
     Gc,
+    /// Chunks whose shards are waiting to be placed on peers (empty while
+    /// the node is alone).
+    Upload,
+    /// Peers that hold shards: small numbers (used in chunk records) and
+    /// their identities, both ways.
+    Peer,
 }
 
 impl Cf {
     /// Every column family, in a fixed order (the order of [`Cf::index`]).
-    pub const ALL: [Cf; 10] = [
+    pub const ALL: [Cf; 12] = [
         Cf::Meta,
         Cf::Inode,
         Cf::Dentry,
@@ -91,6 +97,8 @@ impl Cf {
         Cf::Xattr,
         Cf::Orphan,
         Cf::Gc,
+        Cf::Upload,
+        Cf::Peer,
     ];
 
     /// The on-disk name of the column family.
@@ -106,6 +114,8 @@ impl Cf {
             Cf::Xattr => "xattr",
             Cf::Orphan => "orphan",
             Cf::Gc => "gc",
+            Cf::Upload => "upload",
+            Cf::Peer => "peer",
         }
     }
 

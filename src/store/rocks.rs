@@ -8,7 +8,8 @@
 //!
 //! Invariants:
 //! * An open `RocksKv` has every column family of [`Cf::ALL`] and a schema
-//!   version equal to [`SCHEMA_VERSION`]; a mismatch refuses to open.
+//!   version equal to [`SCHEMA_VERSION`] (older upgradable versions are
+//!   upgraded at open); any other version refuses to open.
 //! * The schema record is written (with a WAL fsync) when the index is empty,
 //!   i.e. at creation or after a crash that interrupted it. An index with data
 //!   but no schema record is corrupt.
@@ -27,8 +28,16 @@ use rocksdb::{
 use super::{Batch, Cf, Kv, NO_SPACE_MESSAGE, Op, StoreError, prefix_end, scan_from};
 
 /// Version of the index layout. Bump it when a column family's key or value
-/// encoding changes incompatibly; an index with another version is refused.
-pub const SCHEMA_VERSION: u32 = 1;
+/// encoding changes; an index of a version outside
+/// [`OLDEST_UPGRADABLE_SCHEMA`]..=[`SCHEMA_VERSION`] is refused.
+///
+/// 2 added the `upload` and `peer` column families and version 2 of chunk
+/// records (shard holders); version 1 records stay readable, so a version 1
+/// index is upgraded at open by writing the new version.
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// The oldest schema this build opens (and upgrades).
+pub const OLDEST_UPGRADABLE_SCHEMA: u32 = 1;
 
 /// Key of the schema version in [`Cf::Meta`]; the value is a u32, little endian.
 pub const SCHEMA_KEY: &[u8] = b"schema";
@@ -161,11 +170,18 @@ impl RocksKv {
                     .try_into()
                     .map_err(|_| StoreError::Corrupt("schema version is not 4 bytes"))?;
                 let found = u32::from_le_bytes(bytes);
-                if found != SCHEMA_VERSION {
+                if !(OLDEST_UPGRADABLE_SCHEMA..=SCHEMA_VERSION).contains(&found) {
                     return Err(StoreError::Schema {
                         found,
                         expected: SCHEMA_VERSION,
                     });
+                }
+                if found < SCHEMA_VERSION {
+                    // The missing column families were created at open.
+                    let mut batch = Batch::new();
+                    batch.put(Cf::Meta, SCHEMA_KEY, &SCHEMA_VERSION.to_le_bytes());
+                    self.write(batch, true)?;
+                    tracing::info!(dir = %self.dir.display(), from = found, to = SCHEMA_VERSION, "index upgraded");
                 }
                 Ok(())
             }

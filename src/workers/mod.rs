@@ -1,0 +1,13 @@
+//! Background workers: small structs with one job each, a shutdown path
+//! and counters. They reach the filesystem core only through its public
+//! API (the index and its queues), never through its locks.
+//!
+//! * [`Uploader`]: places new chunks' shards on peers and releases peers'
+//!   copies of deleted chunks (the upload queue of `fs::replica`).
+
+pub mod uploader;
+
+pub use uploader::{ShardPlacer, Uploader, UploaderSnapshot, UploaderStats};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,264 @@
+//! The uploader against in-memory peers (no network: the transport is a
+//! [`ShardPlacer`] that keeps shards in maps).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::uploader::run_round;
+use super::*;
+use crate::ces::{Ces, CompressionPolicy, MasterKey};
+use crate::fs::{Ctx, Fs, FsConfig, ROOT_INO};
+use crate::store::{ChunkFiles, MemKv};
+
+/// One peer's shards: address → bytes.
+type PeerStore = HashMap<[u8; 32], Vec<u8>>;
+
+/// Peers in memory: peer id → its shards.
+#[derive(Default)]
+struct FakePeers {
+    peers: Vec<Vec<u8>>,
+    held: Mutex<HashMap<Vec<u8>, PeerStore>>,
+    /// While set, every call fails (a network outage).
+    down: Mutex<bool>,
+    /// Calls to `place` that succeed before the outage starts.
+    fail_after: Mutex<Option<usize>>,
+}
+
+impl FakePeers {
+    fn new(n: usize) -> Self {
+        FakePeers {
+            peers: (0..n).map(|i| format!("peer-{i}").into_bytes()).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn copies(&self) -> usize {
+        self.held.lock().unwrap().values().map(HashMap::len).sum()
+    }
+}
+
+impl ShardPlacer for FakePeers {
+    fn place(
+        &self,
+        address: &[u8; 32],
+        bytes: &[u8],
+        avoid: &[Vec<u8>],
+    ) -> Result<Vec<u8>, String> {
+        if *self.down.lock().unwrap() {
+            return Err("peers unreachable".into());
+        }
+        if let Some(n) = self.fail_after.lock().unwrap().as_mut() {
+            if *n == 0 {
+                return Err("connection reset".into());
+            }
+            *n -= 1;
+        }
+        // Peers verify what they store, like the real protocol.
+        assert_eq!(
+            blake3::hash(bytes).as_bytes(),
+            address,
+            "shard does not match its address"
+        );
+        let peer = self
+            .peers
+            .iter()
+            .find(|p| !avoid.contains(p))
+            .or_else(|| self.peers.first())
+            .ok_or("no peers")?
+            .clone();
+        self.held
+            .lock()
+            .unwrap()
+            .entry(peer.clone())
+            .or_default()
+            .insert(*address, bytes.to_vec());
+        Ok(peer)
+    }
+
+    fn release(&self, peer: &[u8], address: &[u8; 32]) -> Result<(), String> {
+        if *self.down.lock().unwrap() {
+            return Err("peers unreachable".into());
+        }
+        if let Some(h) = self.held.lock().unwrap().get_mut(peer) {
+            h.remove(address);
+        }
+        Ok(())
+    }
+}
+
+const C: Ctx = Ctx {
+    uid: 0,
+    gid: 0,
+    pid: 0,
+};
+
+fn fs_with(upload: bool, dir: &tempfile::TempDir) -> Arc<Fs> {
+    let cfg = FsConfig {
+        chunk_size: 64 * 1024,
+        inline_max: 8 * 1024,
+        shard_params: crate::ces::ShardParams::new(4, 2).unwrap(),
+        upload,
+        ..FsConfig::default()
+    };
+    let chunks = ChunkFiles::open(&dir.path().join("chunks")).unwrap();
+    let ces = Ces::new(
+        &MasterKey::from_bytes([9; 32]),
+        CompressionPolicy::default(),
+    )
+    .unwrap();
+    Arc::new(Fs::new(Arc::new(MemKv::new()), chunks, ces, cfg, (0, 0)).unwrap())
+}
+
+fn random(n: usize, seed: u64) -> Vec<u8> {
+    let mut v = vec![0u8; n];
+    blake3::Hasher::new()
+        .update(&seed.to_le_bytes())
+        .finalize_xof()
+        .fill(&mut v);
+    v
+}
+
+/// A file of `len` random bytes, written and closed.
+fn put(fs: &Fs, name: &str, len: usize, seed: u64) -> u64 {
+    let (ino, fh) = fs.create(&C, ROOT_INO, name.as_bytes(), 0o644).unwrap();
+    fs.write(ino.ino, 0, &random(len, seed)).unwrap();
+    fs.release(fh).unwrap();
+    ino.ino
+}
+
+#[test]
+fn a_node_alone_queues_nothing_and_records_no_holders() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = fs_with(false, &dir);
+    put(&fs, "big", 200 * 1024, 1);
+    put(&fs, "small", 100, 2);
+    assert_eq!(fs.upload_queue_len().unwrap(), 0);
+    let ids = fs.chunk_ids().unwrap();
+    assert!(ids.len() >= 4);
+    for id in ids {
+        assert!(fs.chunk_holders(&id).unwrap().is_empty());
+    }
+}
+
+#[test]
+fn uploader_places_every_shard_on_distinct_peers_and_empties_the_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = fs_with(true, &dir);
+    put(&fs, "big", 200 * 1024, 1); // 4 chunks in chunk files
+    put(&fs, "small", 100, 2); // inline
+    let ids = fs.chunk_ids().unwrap();
+    assert_eq!(fs.upload_queue_len().unwrap(), ids.len() as u64);
+
+    let peers = Arc::new(FakePeers::new(6));
+    let stats = UploaderStats::default();
+    assert_eq!(run_round(&fs, peers.as_ref(), &stats), ids.len());
+    assert_eq!(fs.upload_queue_len().unwrap(), 0);
+    let s = stats.snapshot();
+    assert_eq!(s.chunks_placed, ids.len() as u64);
+    assert_eq!(s.shards_placed, 6 * ids.len() as u64);
+    assert_eq!(s.failures, 0);
+    for id in &ids {
+        let holders = fs.chunk_holders(id).unwrap();
+        let mut shards: Vec<u16> = holders.iter().map(|(i, _)| *i).collect();
+        shards.sort_unstable();
+        assert_eq!(shards, vec![0, 1, 2, 3, 4, 5]);
+        let mut who: Vec<&Vec<u8>> = holders.iter().map(|(_, p)| p).collect();
+        who.sort();
+        who.dedup();
+        assert_eq!(who.len(), 6, "k + m shards on k + m distinct peers");
+    }
+    assert_eq!(peers.copies(), 6 * ids.len());
+    // Nothing is due: another round does nothing.
+    assert_eq!(run_round(&fs, peers.as_ref(), &stats), 0);
+}
+
+#[test]
+fn deleting_a_file_releases_its_peer_copies() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = fs_with(true, &dir);
+    put(&fs, "big", 130 * 1024, 3);
+    let peers = Arc::new(FakePeers::new(6));
+    let stats = UploaderStats::default();
+    run_round(&fs, peers.as_ref(), &stats);
+    let copies = peers.copies();
+    assert!(copies > 0);
+    fs.unlink(ROOT_INO, b"big").unwrap();
+    assert_eq!(fs.upload_queue_len().unwrap(), copies as u64);
+    run_round(&fs, peers.as_ref(), &stats);
+    assert_eq!(peers.copies(), 0);
+    assert_eq!(stats.snapshot().shards_released, copies as u64);
+    assert_eq!(fs.upload_queue_len().unwrap(), 0);
+}
+
+#[test]
+fn a_file_deleted_before_upload_leaves_nothing_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = fs_with(true, &dir);
+    put(&fs, "gone", 130 * 1024, 4);
+    assert!(fs.upload_queue_len().unwrap() > 0);
+    fs.unlink(ROOT_INO, b"gone").unwrap();
+    assert_eq!(fs.upload_queue_len().unwrap(), 0);
+}
+
+#[test]
+fn failures_back_off_and_partial_placements_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = fs_with(true, &dir);
+    put(&fs, "one", 60 * 1024, 5); // one chunk, 6 shards
+    let ids = fs.chunk_ids().unwrap();
+    assert_eq!(ids.len(), 1);
+    let peers = Arc::new(FakePeers::new(6));
+    *peers.fail_after.lock().unwrap() = Some(2);
+    let stats = UploaderStats::default();
+    assert_eq!(run_round(&fs, peers.as_ref(), &stats), 1);
+    assert_eq!(stats.snapshot().failures, 1);
+    // Two shards placed and recorded; the chunk stays queued, not yet due.
+    assert_eq!(fs.chunk_holders(&ids[0]).unwrap().len(), 2);
+    assert_eq!(fs.upload_queue_len().unwrap(), 1);
+    assert_eq!(run_round(&fs, peers.as_ref(), &stats), 0, "backing off");
+    // Once due again, only the four missing shards travel.
+    *peers.fail_after.lock().unwrap() = None;
+    std::thread::sleep(Duration::from_millis(2100));
+    assert_eq!(run_round(&fs, peers.as_ref(), &stats), 1);
+    assert_eq!(fs.chunk_holders(&ids[0]).unwrap().len(), 6);
+    assert_eq!(stats.snapshot().shards_placed, 6);
+    assert_eq!(fs.upload_queue_len().unwrap(), 0);
+}
+
+#[test]
+fn the_uploader_thread_drains_the_queue_and_shuts_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = fs_with(true, &dir);
+    put(&fs, "a", 100 * 1024, 6);
+    let peers = Arc::new(FakePeers::new(6));
+    let up = Uploader::start(fs.clone(), peers.clone(), Duration::from_millis(20)).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while fs.upload_queue_len().unwrap() > 0 {
+        assert!(std::time::Instant::now() < deadline, "queue not drained");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(up.stats().chunks_placed >= 2);
+    up.shutdown();
+    // New work is not picked up after shutdown.
+    put(&fs, "b", 100 * 1024, 7);
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(fs.upload_queue_len().unwrap() > 0);
+}
+
+#[test]
+fn an_outage_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = fs_with(true, &dir);
+    put(&fs, "a", 100 * 1024, 8);
+    let queued = fs.upload_queue_len().unwrap();
+    let peers = Arc::new(FakePeers::new(6));
+    *peers.down.lock().unwrap() = true;
+    let stats = UploaderStats::default();
+    run_round(&fs, peers.as_ref(), &stats);
+    assert_eq!(fs.upload_queue_len().unwrap(), queued);
+    assert_eq!(stats.snapshot().failures, queued);
+    // The file still reads back locally.
+    let ino = fs.lookup(ROOT_INO, b"a").unwrap().ino;
+    assert_eq!(fs.read(ino, 0, 100 * 1024).unwrap(), random(100 * 1024, 8));
+}
