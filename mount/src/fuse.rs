@@ -86,6 +86,27 @@ fn attr(i: &Inode) -> FileAttr {
     }
 }
 
+/// The attributes of a negative entry: only `ino` = 0 matters.
+fn negative() -> FileAttr {
+    FileAttr {
+        ino: INodeNo(0),
+        size: 0,
+        blocks: 0,
+        atime: SystemTime::UNIX_EPOCH,
+        mtime: SystemTime::UNIX_EPOCH,
+        ctime: SystemTime::UNIX_EPOCH,
+        crtime: SystemTime::UNIX_EPOCH,
+        kind: FileType::RegularFile,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 4096,
+        flags: 0,
+    }
+}
+
 fn set_time(t: TimeOrNow) -> SetTime {
     match t {
         TimeOrNow::Now => SetTime::Now,
@@ -145,7 +166,15 @@ impl Filesystem for FuseFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        entry(&self.fs, reply, self.fs.lookup(parent.0, name.as_bytes()));
+        match self.fs.lookup(parent.0, name.as_bytes()) {
+            // A negative entry (inode 0): the kernel caches the miss for
+            // TTL, so a program that stats a name before creating or
+            // renaming onto it (rsync, editors, make) asks once. Every
+            // namespace change goes through this kernel, which replaces
+            // the negative dentry when the name is created.
+            Err(FsError::NotFound) => reply.entry(&TTL, &negative(), Generation(0)),
+            r => entry(&self.fs, reply, r),
+        }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {

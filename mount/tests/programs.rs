@@ -393,6 +393,28 @@ fn names_of_255_bytes_work_and_256_fail_enametoolong() {
     );
 }
 
+/// Misses are cached by the kernel (negative entries): a name seen missing
+/// and then created, renamed onto, linked or made a directory through the
+/// mount is found at once, by every kind of lookup.
+#[test]
+fn names_seen_missing_are_found_once_created() {
+    let m = Mount::new();
+    m.sh_ok(
+        r#"
+        for n in f d l s r h; do [ ! -e "$n" ] && ! stat "$n" 2>/dev/null; done
+        echo one > f
+        [ "$(cat f)" = one ]
+        mkdir d && [ -d d ]
+        ln -s f l && [ "$(cat l)" = one ]
+        ln f h && [ "$(stat -c %h f)" = 2 ]
+        echo two > tmp && mv tmp r && [ "$(cat r)" = two ]
+        mkfifo s && [ -p s ]
+        rm f && [ ! -e f ] && echo three > f && [ "$(cat f)" = three ]
+        mv r gone && [ ! -e r ] && [ "$(cat gone)" = two ]
+        "#,
+    );
+}
+
 /// A file unlinked while open stays readable and writable through its
 /// descriptor; its chunks are deleted only after the last close.
 #[test]
