@@ -20,3 +20,6 @@ pub mod ces;
 pub mod fs;
 pub mod store;
 pub mod workers;
+
+#[cfg(test)]
+mod testutil;

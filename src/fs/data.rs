@@ -1607,13 +1607,7 @@ impl Fs {
             self.delete_chunk_files(&dead);
             debug!(ino, "deleted orphan inode");
         }
-        let mut gc = Vec::new();
-        self.kv.scan(Cf::Gc, &[], &[], &mut |k, _| {
-            if let Ok(k) = <[u8; 32]>::try_from(k) {
-                gc.push(k);
-            }
-            true
-        })?;
+        let gc = self.ids_in(Cf::Gc)?;
         self.delete_chunk_files(&gc);
         self.collect_garbage(false);
         Ok(())

@@ -336,6 +336,18 @@ impl Fs {
         }
     }
 
+    /// Every 32-byte key of a table keyed by chunk id or chunk-file name.
+    fn ids_in(&self, cf: Cf) -> FsResult<Vec<[u8; 32]>> {
+        let mut out = Vec::new();
+        self.kv.scan(cf, &[], &[], &mut |k, _| {
+            if let Ok(id) = <[u8; 32]>::try_from(k) {
+                out.push(id);
+            }
+            true
+        })?;
+        Ok(out)
+    }
+
     fn put_inode(&self, b: &mut Batch, inode: &Inode) {
         b.put(Cf::Inode, &types::ino_key(inode.ino), &inode.encode());
     }

@@ -314,7 +314,7 @@ impl Fs {
         }
         let attempts = queued.entry.attempts.saturating_add(1);
         let wait = 1u64
-            .checked_shl(attempts.min(31))
+            .checked_shl(attempts.saturating_sub(1).min(31))
             .unwrap_or(MAX_BACKOFF_SECS)
             .min(MAX_BACKOFF_SECS);
         let entry = UploadEntry {
@@ -345,14 +345,7 @@ impl Fs {
 
     /// Ids of every stored chunk (tests and tools; scans the chunk table).
     pub fn chunk_ids(&self) -> FsResult<Vec<[u8; 32]>> {
-        let mut out = Vec::new();
-        self.kv.scan(Cf::Chunk, &[], &[], &mut |k, _| {
-            if let Ok(id) = <[u8; 32]>::try_from(k) {
-                out.push(id);
-            }
-            true
-        })?;
-        Ok(out)
+        self.ids_in(Cf::Chunk)
     }
 
     /// The identity of peer number `n`.

@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use crate::testutil::random;
+
 use super::xattr::{XattrMode, XattrReply};
 use super::*;
 use crate::ces::{Ces, CompressionPolicy, MasterKey};
@@ -47,15 +49,6 @@ const C: Ctx = Ctx {
     gid: 1000,
     pid: 0,
 };
-
-fn random(n: usize, seed: u64) -> Vec<u8> {
-    let mut v = vec![0u8; n];
-    blake3::Hasher::new()
-        .update(&seed.to_le_bytes())
-        .finalize_xof()
-        .fill(&mut v);
-    v
-}
 
 /// Chunk files on disk once pending deletions have run (they wait for a WAL sync).
 fn chunk_files(t: &T) -> usize {

@@ -10,6 +10,7 @@ use super::*;
 use crate::ces::{Ces, CompressionPolicy, MasterKey};
 use crate::fs::{Ctx, Fs, FsConfig, ROOT_INO};
 use crate::store::{ChunkFiles, MemKv};
+use crate::testutil::random;
 
 /// One peer's shards: address → bytes.
 type PeerStore = HashMap<[u8; 32], Vec<u8>>;
@@ -108,15 +109,6 @@ fn fs_with(upload: bool, dir: &tempfile::TempDir) -> Arc<Fs> {
     )
     .unwrap();
     Arc::new(Fs::new(Arc::new(MemKv::new()), chunks, ces, cfg, (0, 0)).unwrap())
-}
-
-fn random(n: usize, seed: u64) -> Vec<u8> {
-    let mut v = vec![0u8; n];
-    blake3::Hasher::new()
-        .update(&seed.to_le_bytes())
-        .finalize_xof()
-        .fill(&mut v);
-    v
 }
 
 /// A file of `len` random bytes, written and closed.
