@@ -33,7 +33,7 @@ const META_NEXT_PEER: &[u8] = b"next_peer";
 const MAX_BACKOFF_SECS: u64 = 3600;
 
 /// An upload-queue value: how often the entry failed, and when it may be
-/// tried again (Unix seconds).
+/// tried again (Unix milliseconds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct UploadEntry {
     pub attempts: u32,
@@ -105,10 +105,11 @@ struct NewPeers {
     next: Option<u32>,
 }
 
-fn unix_now() -> u64 {
+/// Unix time in milliseconds.
+fn unix_now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 pub(crate) fn place_key(chunk: &[u8; 32]) -> Vec<u8> {
@@ -148,7 +149,7 @@ pub(crate) fn queue_drops(b: &mut Batch, rec: &ChunkRecord) -> FsResult<()> {
 impl Fs {
     /// Entries of the upload queue that are due now, at most `limit`.
     pub fn due_uploads(&self, limit: usize) -> FsResult<Vec<QueuedUpload>> {
-        let now = unix_now();
+        let now = unix_now_ms();
         let mut raw = Vec::new();
         self.kv.scan(Cf::Upload, &[], &[], &mut |k, v| {
             raw.push((k.to_vec(), v.to_vec()));
@@ -319,7 +320,7 @@ impl Fs {
             .min(MAX_BACKOFF_SECS);
         let entry = UploadEntry {
             attempts,
-            not_before: unix_now().saturating_add(wait),
+            not_before: unix_now_ms().saturating_add(wait.saturating_mul(1000)),
         };
         let mut b = Batch::new();
         b.put(Cf::Upload, &queued.key, &entry.encode());

@@ -211,7 +211,7 @@ fn failures_back_off_and_partial_placements_are_kept() {
     assert_eq!(run_round(&fs, peers.as_ref(), &stats), 0, "backing off");
     // Once due again, only the four missing shards travel.
     *peers.fail_after.lock().unwrap() = None;
-    std::thread::sleep(Duration::from_millis(2100));
+    std::thread::sleep(Duration::from_millis(1100));
     assert_eq!(run_round(&fs, peers.as_ref(), &stats), 1);
     assert_eq!(fs.chunk_holders(&ids[0]).unwrap().len(), 6);
     assert_eq!(stats.snapshot().shards_placed, 6);
