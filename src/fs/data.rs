@@ -1720,7 +1720,9 @@ impl Fs {
                 b.delete(Cf::Inline, id);
             }
             // A new encoding (fresh nonce): peers' copies of the old shards
-            // no longer match, so the new shards are queued for placement.
+            // no longer match; they are released and the new shards queued
+            // for placement.
+            super::replica::queue_drops(&mut b, &cur)?;
             let mut rec = stored.into_record(&mut b, id, self.cfg.upload);
             rec.refs = cur.refs;
             b.put(Cf::Chunk, id, &rec.encode());

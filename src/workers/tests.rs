@@ -254,3 +254,40 @@ fn an_outage_loses_nothing() {
     let ino = fs.lookup(ROOT_INO, b"a").unwrap().ino;
     assert_eq!(fs.read(ino, 0, 100 * 1024).unwrap(), random(100 * 1024, 8));
 }
+
+#[test]
+fn a_repaired_chunk_releases_the_old_copies_and_places_its_new_shards() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = fs_with(true, &dir);
+    let ino = put(&fs, "r", 60 * 1024, 9); // one chunk, in a chunk file
+    let ids = fs.chunk_ids().unwrap();
+    assert_eq!(ids.len(), 1);
+    let peers = Arc::new(FakePeers::new(6));
+    let stats = UploaderStats::default();
+    run_round(&fs, peers.as_ref(), &stats);
+    assert_eq!(peers.copies(), 6);
+    // Damage one local shard; the next cold read rebuilds and re-encodes.
+    let chunks = ChunkFiles::open(&dir.path().join("chunks")).unwrap();
+    let mut blobs = Vec::new();
+    chunks
+        .visit(&mut |id, _| {
+            blobs.push(*id);
+            true
+        })
+        .unwrap();
+    assert_eq!(blobs.len(), 1);
+    let mut bytes = chunks.read_all(&blobs[0]).unwrap().unwrap();
+    bytes[5] ^= 0xff;
+    chunks.write(&blobs[0], &bytes, false).unwrap();
+    fs.drop_cache();
+    assert_eq!(fs.read(ino, 0, 60 * 1024).unwrap(), random(60 * 1024, 9));
+    assert_eq!(fs.data_stats().chunks_repaired, 1);
+    // The new encoding has no holders yet; the 6 old copies are to be released.
+    assert!(fs.chunk_holders(&ids[0]).unwrap().is_empty());
+    assert_eq!(fs.upload_queue_len().unwrap(), 1 + 6);
+    run_round(&fs, peers.as_ref(), &stats);
+    assert_eq!(fs.upload_queue_len().unwrap(), 0);
+    assert_eq!(stats.snapshot().shards_released, 6);
+    assert_eq!(fs.chunk_holders(&ids[0]).unwrap().len(), 6);
+    assert_eq!(peers.copies(), 6, "old copies gone, new ones placed");
+}
