@@ -17,6 +17,8 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use tracing::warn;
+
 use super::data::{ChunkRecord, Holder, LOC_INLINE, hex8};
 use super::{Fs, FsError, FsResult};
 use crate::ces::{CesError, Manifest, ShardFault};
@@ -112,6 +114,10 @@ fn unix_now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+fn hex_prefix(key: &[u8]) -> String {
+    key.iter().take(9).map(|b| format!("{b:02x}")).collect()
+}
+
 pub(crate) fn place_key(chunk: &[u8; 32]) -> Vec<u8> {
     let mut k = Vec::with_capacity(33);
     k.push(PLACE);
@@ -147,43 +153,50 @@ pub(crate) fn queue_drops(b: &mut Batch, rec: &ChunkRecord) -> FsResult<()> {
 }
 
 impl Fs {
-    /// Entries of the upload queue that are due now, at most `limit`.
+    /// Entries of the upload queue that are due now, at most `limit`. The
+    /// whole queue is scanned if need be, so entries backing off never hide
+    /// due ones behind them. A malformed entry is logged and skipped (it
+    /// cannot block the queue).
     pub fn due_uploads(&self, limit: usize) -> FsResult<Vec<QueuedUpload>> {
         let now = unix_now_ms();
-        let mut raw = Vec::new();
+        let mut due = Vec::new();
         self.kv.scan(Cf::Upload, &[], &[], &mut |k, v| {
-            raw.push((k.to_vec(), v.to_vec()));
-            raw.len() < limit.saturating_mul(4).max(limit)
-        })?;
-        let mut out = Vec::new();
-        for (key, value) in raw {
-            let entry = UploadEntry::decode(&value)?;
-            if entry.not_before > now {
-                continue;
+            match UploadEntry::decode(v) {
+                Ok(entry) if entry.not_before <= now => due.push((k.to_vec(), entry)),
+                Ok(_) => {}
+                Err(_) => warn!(key = %hex_prefix(k), "malformed upload queue entry skipped"),
             }
-            let task = match (key.first(), key.len()) {
-                (Some(&PLACE), 33) => {
-                    let mut chunk = [0; 32];
-                    chunk.copy_from_slice(&key[1..]);
-                    UploadTask::Place { chunk }
-                }
-                (Some(&DROP), 37) => {
-                    let mut shard = [0; 32];
-                    shard.copy_from_slice(&key[1..33]);
-                    let number = u32::from_be_bytes([key[33], key[34], key[35], key[36]]);
-                    let peer = self
-                        .peer_identity(number)?
-                        .ok_or(FsError::Corrupt("upload queue names an unknown peer"))?;
-                    UploadTask::Drop { shard, peer }
-                }
-                _ => return Err(FsError::Corrupt("upload queue key")),
-            };
-            out.push(QueuedUpload { key, task, entry });
-            if out.len() >= limit {
-                break;
+            due.len() < limit
+        })?;
+        let mut out = Vec::with_capacity(due.len());
+        for (key, entry) in due {
+            match self.task_of(&key) {
+                Ok(task) => out.push(QueuedUpload { key, task, entry }),
+                Err(e) => warn!(key = %hex_prefix(&key), error = %e, "upload queue entry skipped"),
             }
         }
         Ok(out)
+    }
+
+    /// What the queue key `key` asks for.
+    fn task_of(&self, key: &[u8]) -> FsResult<UploadTask> {
+        match (key.first(), key.len()) {
+            (Some(&PLACE), 33) => {
+                let mut chunk = [0; 32];
+                chunk.copy_from_slice(&key[1..]);
+                Ok(UploadTask::Place { chunk })
+            }
+            (Some(&DROP), 37) => {
+                let mut shard = [0; 32];
+                shard.copy_from_slice(&key[1..33]);
+                let number = u32::from_be_bytes([key[33], key[34], key[35], key[36]]);
+                let peer = self
+                    .peer_identity(number)?
+                    .ok_or(FsError::Corrupt("upload queue names an unknown peer"))?;
+                Ok(UploadTask::Drop { shard, peer })
+            }
+            _ => Err(FsError::Corrupt("upload queue key")),
+        }
     }
 
     /// Entries in the upload queue (due or not).

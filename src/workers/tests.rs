@@ -95,6 +95,10 @@ const C: Ctx = Ctx {
 };
 
 fn fs_with(upload: bool, dir: &tempfile::TempDir) -> Arc<Fs> {
+    fs_and_kv(upload, dir).0
+}
+
+fn fs_and_kv(upload: bool, dir: &tempfile::TempDir) -> (Arc<Fs>, Arc<MemKv>) {
     let cfg = FsConfig {
         chunk_size: 64 * 1024,
         inline_max: 8 * 1024,
@@ -108,7 +112,9 @@ fn fs_with(upload: bool, dir: &tempfile::TempDir) -> Arc<Fs> {
         CompressionPolicy::default(),
     )
     .unwrap();
-    Arc::new(Fs::new(Arc::new(MemKv::new()), chunks, ces, cfg, (0, 0)).unwrap())
+    let kv = Arc::new(MemKv::new());
+    let fs = Arc::new(Fs::new(kv.clone(), chunks, ces, cfg, (0, 0)).unwrap());
+    (fs, kv)
 }
 
 /// A file of `len` random bytes, written and closed.
@@ -290,4 +296,40 @@ fn a_repaired_chunk_releases_the_old_copies_and_places_its_new_shards() {
     assert_eq!(stats.snapshot().shards_released, 6);
     assert_eq!(fs.chunk_holders(&ids[0]).unwrap().len(), 6);
     assert_eq!(peers.copies(), 6, "old copies gone, new ones placed");
+}
+
+#[test]
+fn entries_backing_off_never_hide_due_ones_and_bad_entries_are_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let (fs, kv) = fs_and_kv(true, &dir);
+    for i in 0..20 {
+        put(&fs, &format!("old{i}"), 100, 100 + i);
+    }
+    let peers = Arc::new(FakePeers::new(6));
+    *peers.down.lock().unwrap() = true;
+    let stats = UploaderStats::default();
+    assert_eq!(run_round(&fs, peers.as_ref(), &stats), 20);
+    // A malformed entry (a newer version, or damage) must not block the queue.
+    let mut b = crate::store::Batch::new();
+    b.put(crate::store::Cf::Upload, b"Pbad", b"junk");
+    crate::store::Kv::write(kv.as_ref(), b, false).unwrap();
+    // All 20 back off; a new chunk is due at once, wherever its key sorts.
+    let before = fs.chunk_ids().unwrap();
+    put(&fs, "new", 100, 999);
+    let new: Vec<[u8; 32]> = fs
+        .chunk_ids()
+        .unwrap()
+        .into_iter()
+        .filter(|id| !before.contains(id))
+        .collect();
+    assert_eq!(new.len(), 1);
+    let due = fs.due_uploads(1).unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(
+        due[0].task,
+        crate::fs::replica::UploadTask::Place { chunk: new[0] }
+    );
+    *peers.down.lock().unwrap() = false;
+    assert_eq!(run_round(&fs, peers.as_ref(), &stats), 1);
+    assert_eq!(stats.snapshot().chunks_placed, 1);
 }
