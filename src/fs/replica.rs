@@ -256,8 +256,8 @@ impl Fs {
     }
 
     /// Records that peers now hold the copies in `placed`, and takes the
-    /// chunk off the queue, in one batch. A chunk deleted meanwhile gets
-    /// those copies queued for release instead.
+    /// chunk off the queue, in one batch. A chunk deleted or re-encoded
+    /// meanwhile gets those copies queued for release instead.
     pub fn record_placement(&self, chunk: &[u8; 32], placed: &[Placed]) -> FsResult<()> {
         self.record_holders(chunk, placed, true)
     }
@@ -282,21 +282,41 @@ impl Fs {
                 peer: self.peer_number(&mut b, &mut new_peers, &p.peer)?,
             });
         }
-        if done {
-            b.delete(Cf::Upload, &place_key(chunk));
-        }
         match self.kv.get(Cf::Chunk, chunk)? {
             Some(v) => {
                 let mut rec = ChunkRecord::decode(&v)?;
-                for h in numbered {
-                    if !rec.holders.contains(&h) {
+                let manifest =
+                    Manifest::decode(&rec.manifest).map_err(|_| FsError::Corrupt("manifest"))?;
+                // Re-encoded (repaired) while its shards travelled: copies of
+                // the old shards are released, and the chunk stays queued
+                // (the repair queued its new shards under the same key).
+                let mut stale = false;
+                for (p, h) in placed.iter().zip(numbered) {
+                    let current = manifest
+                        .shard_ids
+                        .get(usize::from(p.index))
+                        .is_some_and(|a| a.as_bytes() == &p.address);
+                    if !current {
+                        stale = true;
+                        b.put(
+                            Cf::Upload,
+                            &drop_key(&p.address, h.peer),
+                            &UploadEntry::new().encode(),
+                        );
+                    } else if !rec.holders.contains(&h) {
                         rec.holders.push(h);
                     }
+                }
+                if done && !stale {
+                    b.delete(Cf::Upload, &place_key(chunk));
                 }
                 b.put(Cf::Chunk, chunk, &rec.encode());
             }
             None => {
                 // Deleted while its shards travelled: release the copies.
+                if done {
+                    b.delete(Cf::Upload, &place_key(chunk));
+                }
                 for (p, h) in placed.iter().zip(&numbered) {
                     b.put(
                         Cf::Upload,

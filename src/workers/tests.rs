@@ -333,3 +333,45 @@ fn entries_backing_off_never_hide_due_ones_and_bad_entries_are_skipped() {
     assert_eq!(run_round(&fs, peers.as_ref(), &stats), 1);
     assert_eq!(stats.snapshot().chunks_placed, 1);
 }
+
+#[test]
+fn a_placement_that_raced_a_repair_releases_its_copies_and_keeps_the_chunk_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = fs_with(true, &dir);
+    let ino = put(&fs, "r", 60 * 1024, 11);
+    let ids = fs.chunk_ids().unwrap();
+    // The uploader read the old shards...
+    let old = fs.shards_to_place(&ids[0]).unwrap().unwrap();
+    // ...then a read repaired the chunk (a new encoding).
+    let chunks = ChunkFiles::open(&dir.path().join("chunks")).unwrap();
+    let mut blobs = Vec::new();
+    chunks
+        .visit(&mut |id, _| {
+            blobs.push(*id);
+            true
+        })
+        .unwrap();
+    let mut bytes = chunks.read_all(&blobs[0]).unwrap().unwrap();
+    bytes[5] ^= 0xff;
+    chunks.write(&blobs[0], &bytes, false).unwrap();
+    fs.drop_cache();
+    assert_eq!(fs.read(ino, 0, 60 * 1024).unwrap(), random(60 * 1024, 11));
+    assert_eq!(fs.data_stats().chunks_repaired, 1);
+    // The old placement lands: nothing recorded, copies to release, chunk still queued.
+    let placed: Vec<crate::fs::replica::Placed> = old
+        .iter()
+        .map(|s| crate::fs::replica::Placed {
+            index: s.index,
+            address: s.address,
+            peer: format!("peer-{}", s.index).into_bytes(),
+        })
+        .collect();
+    fs.record_placement(&ids[0], &placed).unwrap();
+    assert!(fs.chunk_holders(&ids[0]).unwrap().is_empty());
+    assert_eq!(fs.upload_queue_len().unwrap(), 1 + 6);
+    let due = fs.due_uploads(100).unwrap();
+    assert!(
+        due.iter()
+            .any(|q| q.task == crate::fs::replica::UploadTask::Place { chunk: ids[0] })
+    );
+}
