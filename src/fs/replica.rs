@@ -6,9 +6,10 @@
 //!   in the batch that creates the chunk's record, when the node has peers
 //!   (`FsConfig::upload`); a node alone never writes one. Removed in the
 //!   batch that records the holders, or that deletes the chunk.
-//! * `D ‖ shard address ‖ peer number`: a peer's copy of a shard of a
-//!   deleted chunk is to be released. Written in the batch that deletes the
-//!   chunk record.
+//! * `D ‖ shard address ‖ peer number`: a peer's copy of a shard that is no
+//!   longer wanted is to be released. Written in the batch that deletes the
+//!   chunk record, or that re-encodes it (repair), or that records a
+//!   placement which finished after either.
 //!
 //! Each value is an [`UploadEntry`] (attempts and the earliest next try), so
 //! a failing peer is retried with exponential back-off. The worker that
@@ -134,7 +135,7 @@ fn drop_key(shard: &[u8; 32], peer: u32) -> Vec<u8> {
 }
 
 /// Queues, in `b`, the release of every remote copy named by `rec` (its
-/// chunk is being deleted in the same batch).
+/// chunk is being deleted or re-encoded in the same batch).
 pub(crate) fn queue_drops(b: &mut Batch, rec: &ChunkRecord) -> FsResult<()> {
     if rec.holders.is_empty() {
         return Ok(());
