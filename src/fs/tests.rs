@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::testutil::random;
+use crate::testutil::{corrupt_chunk_files, random};
 
 use super::xattr::{XattrMode, XattrReply};
 use super::*;
@@ -474,25 +474,6 @@ fn xattrs_follow_linux_limits() {
     ));
 }
 
-fn corrupt_chunk_files(dir: &tempfile::TempDir, shards_to_damage: usize) {
-    let chunks = ChunkFiles::open(&dir.path().join("chunks")).unwrap();
-    let mut ids = Vec::new();
-    chunks
-        .visit(&mut |id, _| {
-            ids.push(*id);
-            true
-        })
-        .unwrap();
-    for id in ids {
-        let mut bytes = chunks.read_all(&id).unwrap().unwrap();
-        let s = bytes.len() / 6; // (4, 2)
-        for i in 0..shards_to_damage {
-            bytes[i * s + 3] ^= 0xff;
-        }
-        chunks.write(&id, &bytes, false).unwrap();
-    }
-}
-
 #[test]
 fn damaged_chunks_are_rebuilt_and_rewritten() {
     let t = setup();
@@ -500,7 +481,7 @@ fn damaged_chunks_are_rebuilt_and_rewritten() {
     let (f, fh) = t.fs.create(&C, ROOT_INO, b"r", 0o644).unwrap();
     t.fs.write(f.ino, 0, &data).unwrap();
     t.fs.release(fh).unwrap();
-    corrupt_chunk_files(&t.dir, 2);
+    corrupt_chunk_files(t.dir.path(), 2);
     // A fresh core: nothing cached.
     drop(t.fs);
     let fs = open(&t.kv, &t.dir, cfg());
@@ -508,7 +489,7 @@ fn damaged_chunks_are_rebuilt_and_rewritten() {
     assert_eq!(fs.data_stats().chunks_repaired, 1);
     drop(fs);
     // The rewrite healed it: damage 2 more shards and it still reads.
-    corrupt_chunk_files(&t.dir, 2);
+    corrupt_chunk_files(t.dir.path(), 2);
     let fs = open(&t.kv, &t.dir, cfg());
     assert_eq!(fs.read(f.ino, 0, data.len() as u32).unwrap(), data);
 }
@@ -520,7 +501,7 @@ fn too_much_damage_is_an_io_error_never_wrong_bytes() {
     let (f, fh) = t.fs.create(&C, ROOT_INO, b"l", 0o644).unwrap();
     t.fs.write(f.ino, 0, &data).unwrap();
     t.fs.release(fh).unwrap();
-    corrupt_chunk_files(&t.dir, 3);
+    corrupt_chunk_files(t.dir.path(), 3);
     drop(t.fs);
     let fs = open(&t.kv, &t.dir, cfg());
     let e = fs.read(f.ino, 0, 10).unwrap_err();

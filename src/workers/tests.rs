@@ -10,7 +10,7 @@ use super::*;
 use crate::ces::{Ces, CompressionPolicy, MasterKey};
 use crate::fs::{Ctx, Fs, FsConfig, ROOT_INO};
 use crate::store::{ChunkFiles, MemKv};
-use crate::testutil::random;
+use crate::testutil::{corrupt_chunk_files, random};
 
 /// One peer's shards: address → bytes.
 type PeerStore = HashMap<[u8; 32], Vec<u8>>;
@@ -115,6 +115,15 @@ fn fs_and_kv(upload: bool, dir: &tempfile::TempDir) -> (Arc<Fs>, Arc<MemKv>) {
     let kv = Arc::new(MemKv::new());
     let fs = Arc::new(Fs::new(kv.clone(), chunks, ces, cfg, (0, 0)).unwrap());
     (fs, kv)
+}
+
+/// Damages one local shard of every chunk file, then reads the 60 KiB file
+/// `ino` (written with `seed`) cold: the read rebuilds and re-encodes.
+fn damage_and_read(fs: &Fs, dir: &tempfile::TempDir, ino: u64, seed: u64) {
+    corrupt_chunk_files(dir.path(), 1);
+    fs.drop_cache();
+    assert_eq!(fs.read(ino, 0, 60 * 1024).unwrap(), random(60 * 1024, seed));
+    assert_eq!(fs.data_stats().chunks_repaired, 1);
 }
 
 /// A file of `len` random bytes, written and closed.
@@ -273,21 +282,7 @@ fn a_repaired_chunk_releases_the_old_copies_and_places_its_new_shards() {
     run_round(&fs, peers.as_ref(), &stats);
     assert_eq!(peers.copies(), 6);
     // Damage one local shard; the next cold read rebuilds and re-encodes.
-    let chunks = ChunkFiles::open(&dir.path().join("chunks")).unwrap();
-    let mut blobs = Vec::new();
-    chunks
-        .visit(&mut |id, _| {
-            blobs.push(*id);
-            true
-        })
-        .unwrap();
-    assert_eq!(blobs.len(), 1);
-    let mut bytes = chunks.read_all(&blobs[0]).unwrap().unwrap();
-    bytes[5] ^= 0xff;
-    chunks.write(&blobs[0], &bytes, false).unwrap();
-    fs.drop_cache();
-    assert_eq!(fs.read(ino, 0, 60 * 1024).unwrap(), random(60 * 1024, 9));
-    assert_eq!(fs.data_stats().chunks_repaired, 1);
+    damage_and_read(&fs, &dir, ino, 9);
     // The new encoding has no holders yet; the 6 old copies are to be released.
     assert!(fs.chunk_holders(&ids[0]).unwrap().is_empty());
     assert_eq!(fs.upload_queue_len().unwrap(), 1 + 6);
@@ -343,20 +338,7 @@ fn a_placement_that_raced_a_repair_releases_its_copies_and_keeps_the_chunk_queue
     // The uploader read the old shards...
     let old = fs.shards_to_place(&ids[0]).unwrap().unwrap();
     // ...then a read repaired the chunk (a new encoding).
-    let chunks = ChunkFiles::open(&dir.path().join("chunks")).unwrap();
-    let mut blobs = Vec::new();
-    chunks
-        .visit(&mut |id, _| {
-            blobs.push(*id);
-            true
-        })
-        .unwrap();
-    let mut bytes = chunks.read_all(&blobs[0]).unwrap().unwrap();
-    bytes[5] ^= 0xff;
-    chunks.write(&blobs[0], &bytes, false).unwrap();
-    fs.drop_cache();
-    assert_eq!(fs.read(ino, 0, 60 * 1024).unwrap(), random(60 * 1024, 11));
-    assert_eq!(fs.data_stats().chunks_repaired, 1);
+    damage_and_read(&fs, &dir, ino, 11);
     // The old placement lands: nothing recorded, copies to release, chunk still queued.
     let placed: Vec<crate::fs::replica::Placed> = old
         .iter()
