@@ -5,12 +5,20 @@
 //! May not: know about files, the index or shards. Invariant: an entry is the
 //! exact plaintext of its chunk id (ids are content hashes, so entries never
 //! go stale; deletes only free memory early).
+//!
+//! Buffers of evicted entries are kept in a small pool (`take_buffer`) for
+//! the next decode, so a streaming reader does not fault in and zero fresh
+//! pages for every chunk: the pool holds at most `POOL_BUFFERS` buffers, and
+//! only those no reader still holds.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use std::sync::{Arc, Mutex};
+
 use moka::Expiry;
+use moka::policy::EvictionPolicy;
 use moka::sync::Cache;
 
 /// Default capacity: 256 MiB of plaintext.
@@ -20,6 +28,11 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(600);
 
 /// A chunk's plaintext, shared between the cache and readers.
 pub type Plain = Arc<Vec<u8>>;
+
+/// Buffers of evicted entries kept for reuse (each up to a chunk's size).
+const POOL_BUFFERS: usize = 4;
+/// Buffers smaller than this are not worth keeping.
+const POOL_MIN_CAPACITY: usize = 256 << 10;
 
 struct RefreshOnRead(Duration);
 
@@ -50,11 +63,52 @@ pub struct CacheStats {
     /// Bytes held now (approximate until moka's housekeeping ran).
     pub weighted_size: u64,
     pub entries: u64,
+    /// Buffers handed out by `take_buffer` from the pool / freshly allocated.
+    pub buffers_reused: u64,
+    pub buffers_allocated: u64,
+}
+
+/// Evicted entries' buffers, for the next decode. An entry is kept as it
+/// was evicted (shared: moka and readers may still hold it) and handed out
+/// once this pool holds its only reference.
+#[derive(Default)]
+struct BufferPool {
+    free: Mutex<VecDeque<Plain>>,
+}
+
+impl BufferPool {
+    fn put(&self, buf: Plain) {
+        if buf.capacity() < POOL_MIN_CAPACITY {
+            return;
+        }
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        free.push_back(buf);
+        if free.len() > POOL_BUFFERS {
+            free.pop_front(); // the oldest goes back to the allocator
+        }
+    }
+
+    fn take(&self, capacity: usize) -> Option<Vec<u8>> {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        for i in 0..free.len() {
+            if free[i].capacity() >= capacity && Arc::strong_count(&free[i]) == 1 {
+                let buf = free.remove(i)?;
+                match Arc::try_unwrap(buf) {
+                    Ok(b) => return Some(b),
+                    Err(shared) => free.push_back(shared),
+                }
+            }
+        }
+        None
+    }
 }
 
 /// The chunk cache.
 pub struct ChunkCache {
     cache: Cache<[u8; 32], Plain>,
+    pool: Arc<BufferPool>,
+    reused: AtomicU64,
+    allocated: AtomicU64,
     hits: AtomicU64,
     misses: AtomicU64,
     hit_bytes: AtomicU64,
@@ -65,13 +119,24 @@ impl ChunkCache {
     /// A cache of at most `capacity` bytes whose entries expire `ttl` after
     /// their last read.
     pub fn new(capacity: u64, ttl: Duration) -> Self {
+        let pool = Arc::new(BufferPool::default());
+        let recycle = pool.clone();
         let cache = Cache::builder()
             .max_capacity(capacity)
             .weigher(|_k: &[u8; 32], v: &Plain| u32::try_from(v.len()).unwrap_or(u32::MAX).max(1))
             .expire_after(RefreshOnRead(ttl))
+            // Plain LRU: every decoded chunk is admitted. Under moka's
+            // default (TinyLFU) a chunk decoded ahead of a sequential reader
+            // loses admission to the older chunks already read several
+            // times, and the reader decodes it again.
+            .eviction_policy(EvictionPolicy::lru())
+            .eviction_listener(move |_k, v: Plain, _cause| recycle.put(v))
             .build();
         ChunkCache {
             cache,
+            pool,
+            reused: AtomicU64::new(0),
+            allocated: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             hit_bytes: AtomicU64::new(0),
@@ -102,11 +167,36 @@ impl ChunkCache {
     pub fn insert(&self, id: [u8; 32], plain: Plain) {
         self.inserted_bytes
             .fetch_add(plain.len() as u64, Ordering::Relaxed);
+        let large = plain.len() >= POOL_MIN_CAPACITY;
         self.cache.insert(id, plain);
+        if large {
+            // Evict now rather than at moka's next housekeeping, which may
+            // come dozens of chunk-sized inserts later: memory stays at
+            // capacity, and the evicted buffers reach the pool while it can
+            // use them.
+            self.cache.run_pending_tasks();
+        }
     }
 
     pub fn remove(&self, id: &[u8; 32]) {
         self.cache.invalidate(id);
+    }
+
+    /// An empty buffer of at least `capacity` bytes: an evicted entry's
+    /// buffer when one is free (its pages already faulted in; its old
+    /// contents are still there up to its length, for callers that overwrite
+    /// without zeroing), else a new one.
+    pub fn take_buffer(&self, capacity: usize) -> Vec<u8> {
+        match self.pool.take(capacity) {
+            Some(b) => {
+                self.reused.fetch_add(1, Ordering::Relaxed);
+                b
+            }
+            None => {
+                self.allocated.fetch_add(1, Ordering::Relaxed);
+                Vec::with_capacity(capacity)
+            }
+        }
     }
 
     /// Empties the cache (counters are kept).
@@ -124,6 +214,8 @@ impl ChunkCache {
             inserted_bytes: self.inserted_bytes.load(Ordering::Relaxed),
             weighted_size: self.cache.weighted_size(),
             entries: self.cache.entry_count(),
+            buffers_reused: self.reused.load(Ordering::Relaxed),
+            buffers_allocated: self.allocated.load(Ordering::Relaxed),
         }
     }
 }
@@ -144,6 +236,50 @@ mod tests {
         let s = c.stats();
         assert_eq!((s.hits, s.misses, s.hit_bytes), (1, 1, 400));
         assert!(s.weighted_size <= 1000, "{s:?}");
+    }
+
+    #[test]
+    fn a_new_entry_is_admitted_over_entries_read_often() {
+        // A chunk decoded ahead of a sequential reader must stay cached
+        // even when every cached chunk was read several times (moka's
+        // TinyLFU would reject it).
+        let c = ChunkCache::new(4 << 20, Duration::from_secs(60));
+        for i in 0..4u8 {
+            c.insert([i; 32], Arc::new(vec![i; 1 << 20]));
+            for _ in 0..8 {
+                assert!(c.get(&[i; 32]).is_some());
+            }
+        }
+        c.insert([9; 32], Arc::new(vec![9; 1 << 20]));
+        assert!(c.contains(&[9; 32]), "the new entry was not admitted");
+        assert!(
+            !c.contains(&[0; 32]),
+            "the least recently used entry stayed"
+        );
+        assert!(c.stats().weighted_size <= 4 << 20);
+    }
+
+    #[test]
+    fn evicted_buffers_are_reused_once_no_reader_holds_them() {
+        let c = ChunkCache::new(2 << 20, Duration::from_secs(60));
+        c.insert([1; 32], Arc::new(vec![1; 1 << 20]));
+        let held = c.get(&[1; 32]).unwrap();
+        c.insert([2; 32], Arc::new(vec![2; 1 << 20]));
+        c.insert([3; 32], Arc::new(vec![3; 1 << 20])); // evicts [1]
+        assert!(!c.contains(&[1; 32]));
+        // A reader still holds [1]: its buffer is not handed out.
+        let fresh = c.take_buffer(1 << 20);
+        assert!(fresh.capacity() >= 1 << 20);
+        assert_ne!(fresh.as_ptr(), held.as_ptr());
+        let s = c.stats();
+        assert_eq!((s.buffers_reused, s.buffers_allocated), (0, 1));
+        let ptr = held.as_ptr();
+        drop(held);
+        let reused = c.take_buffer(1 << 20);
+        assert_eq!(reused.as_ptr(), ptr, "the released buffer was not reused");
+        assert_eq!(c.stats().buffers_reused, 1);
+        // Small requests may take it too; larger ones get a new buffer.
+        assert!(c.take_buffer(4 << 20).capacity() >= 4 << 20);
     }
 
     #[test]

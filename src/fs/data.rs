@@ -577,7 +577,7 @@ impl Fs {
         {
             return Ok(());
         }
-        let content = self.read_in(ino, Some(&mut *st), 0, size)?;
+        let content = self.read_in(ino, Some(&mut *st), 0, size)?.into_vec();
         // Drop every buffer and extent, switch the chunk size, and buffer
         // the content again in the new slots (committed by the caller).
         self.flush_staged(ino, st)?;
@@ -662,6 +662,12 @@ impl Fs {
 
     /// Reads `size` bytes at `offset`.
     pub fn read(&self, ino: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        self.read_data(ino, offset, size).map(ReadData::into_vec)
+    }
+
+    /// `read` without a copy when the bytes lie in one cached chunk: the
+    /// result then shares the chunk's buffer.
+    pub fn read_data(&self, ino: u64, offset: u64, size: u32) -> FsResult<ReadData> {
         let state = self.existing_state(ino);
         let mut guard = state.as_ref().map(|s| lock(s));
         self.read_in(ino, guard.as_deref_mut(), offset, u64::from(size))
@@ -674,7 +680,7 @@ impl Fs {
         mut guard: Option<&mut OpenFile>,
         offset: u64,
         size: u64,
-    ) -> FsResult<Vec<u8>> {
+    ) -> FsResult<ReadData> {
         let writes = self.counted.writes();
         let inode = match guard.as_deref_mut() {
             Some(g) => match &g.view {
@@ -700,11 +706,14 @@ impl Fs {
             .and_then(|g| g.a().size)
             .unwrap_or(inode.size);
         if offset >= file_size {
-            return Ok(Vec::new());
+            return Ok(ReadData::Owned(Vec::new()));
         }
         let end = file_size.min(offset.saturating_add(size));
         let cs = u64::from(inode.chunk_size.max(1));
-        let mut out = Vec::with_capacity((end - offset) as usize);
+        // Within one slot, the reply can share a stored chunk's buffer.
+        let one_slot = offset / cs == (end - 1) / cs;
+        let mut shared = None;
+        let mut out = Vec::new();
         let mut pos = offset;
         while pos < end {
             let index = pos / cs;
@@ -734,9 +743,16 @@ impl Fs {
                         Some(r) => self.load_chunk(&r)?,
                         None => Arc::new(Vec::new()),
                     };
+                    if one_slot && stored.len() >= within + n {
+                        shared = Some((stored.clone(), within, n));
+                        break;
+                    }
                     &stored
                 }
             };
+            if out.capacity() == 0 {
+                out.reserve_exact((end - offset) as usize);
+            }
             let have = slot.len().saturating_sub(within).min(n);
             if have > 0 {
                 out.extend_from_slice(&slot[within..within + have]);
@@ -774,7 +790,10 @@ impl Fs {
                 }
             }
         }
-        Ok(out)
+        Ok(match shared {
+            Some((chunk, from, len)) => ReadData::Shared { chunk, from, len },
+            None => ReadData::Owned(out),
+        })
     }
 
     /// Writes `data` at `offset`; returns the bytes written.
@@ -1731,6 +1750,36 @@ impl Fs {
         };
         self.delete_chunk_files(&dead);
         Ok(())
+    }
+}
+
+/// Bytes read: a copy, or a range of a stored chunk's plaintext.
+pub enum ReadData {
+    Owned(Vec<u8>),
+    Shared {
+        chunk: Plain,
+        from: usize,
+        len: usize,
+    },
+}
+
+impl ReadData {
+    pub fn into_vec(self) -> Vec<u8> {
+        match self {
+            ReadData::Owned(v) => v,
+            ReadData::Shared { .. } => self.to_vec(),
+        }
+    }
+}
+
+impl std::ops::Deref for ReadData {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            ReadData::Owned(v) => v,
+            ReadData::Shared { chunk, from, len } => &chunk[*from..*from + *len],
+        }
     }
 }
 

@@ -137,7 +137,8 @@ impl EncodeCtx {
             });
         }
         let blob = rec.blob();
-        if let Some(data) = self.chunks.read_prefix(&blob, k * s)?
+        let buf = self.cache.take_buffer(k * s + 2 * 4096);
+        if let Some(data) = self.chunks.read_prefix_into(&blob, k * s, buf)?
             && let Ok(plain) = self.ces.decode_data_shards(manifest, data)
         {
             return Ok((plain, crate::ces::DecodeReport::default()));

@@ -37,7 +37,7 @@ use crate::cache::{CacheStats, ChunkCache};
 use crate::ces::{Ces, CompressionPolicy, ShardParams};
 use crate::store::{Batch, Cf, ChunkFiles, CountingKv, Kv};
 
-pub use data::DataStats;
+pub use data::{DataStats, ReadData};
 pub use error::{FsError, FsResult};
 pub use types::{FileKind, Inode, NAME_MAX, ROOT_INO, Time};
 

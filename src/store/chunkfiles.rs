@@ -24,7 +24,7 @@ use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::{StoreError, from_io};
 
@@ -40,6 +40,10 @@ const FILE_MODE: u32 = 0o600;
 /// Mode of the store's directories.
 const DIR_MODE: u32 = 0o700;
 
+/// Alignment of `O_DIRECT` reads (buffer address, offset and length): the
+/// page size, which covers every logical block size in use.
+const DIRECT_ALIGN: usize = 4096;
+
 /// A directory of chunk files.
 #[derive(Debug)]
 pub struct ChunkFiles {
@@ -48,6 +52,9 @@ pub struct ChunkFiles {
     /// Makes temp file names unique within this process (and the data
     /// directory lock makes this process the only writer).
     next_temp: AtomicU64,
+    /// Whether reads may bypass the page cache (`O_DIRECT`); cleared the
+    /// first time the file system refuses it.
+    direct: AtomicBool,
 }
 
 /// Space and inodes of the file system holding a [`ChunkFiles`] directory,
@@ -86,6 +93,7 @@ impl ChunkFiles {
         let files = ChunkFiles {
             dir: dir.to_path_buf(),
             next_temp: AtomicU64::new(0),
+            direct: AtomicBool::new(true),
         };
         let removed = files.remove_temp_files()?;
         if removed > 0 {
@@ -179,24 +187,93 @@ impl ChunkFiles {
     }
 
     /// The first `len` bytes of the file of `id` (fewer if it is shorter),
-    /// read into a buffer of exactly that capacity; None if there is no file.
-    pub fn read_prefix(&self, id: &[u8; 32], len: usize) -> Result<Option<Vec<u8>>, StoreError> {
+    /// read into `buf`, whose contents are replaced (a recycled buffer: no
+    /// fresh pages to fault in). None if there is no file.
+    ///
+    /// The bytes go from the disk straight into `buf` (`O_DIRECT`), without
+    /// a copy in the page cache (chunk files are read once per cache miss;
+    /// the plaintext cache above is what keeps hot data). Where the file
+    /// system refuses `O_DIRECT` (EINVAL), this and every later read are
+    /// plain reads.
+    pub fn read_prefix_into(
+        &self,
+        id: &[u8; 32],
+        len: usize,
+        mut buf: Vec<u8>,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        if self.direct.load(Ordering::Relaxed) {
+            match self.read_direct(id, len, &mut buf) {
+                Ok(found) => return Ok(found.then_some(buf)),
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    self.direct.store(false, Ordering::Relaxed);
+                    tracing::debug!(dir = %self.dir.display(), "O_DIRECT refused here; chunk files are read through the page cache");
+                }
+                Err(e) => return Err(from_io(e)),
+            }
+        }
         let Some(file) = self.open_existing(id)? else {
             return Ok(None);
         };
-        let mut buf = Vec::with_capacity(len);
-        // `take` bounds the read; read_to_end fills the spare capacity
-        // without zeroing it first.
+        buf.clear();
+        buf.reserve(len);
         match file.take(len as u64).read_to_end(&mut buf) {
             Ok(_) => Ok(Some(buf)),
             Err(e) => Err(from_io(e)),
         }
     }
 
+    /// `read_prefix_into` with `O_DIRECT`: reads whole aligned blocks into an
+    /// aligned window of `buf`, then moves the wanted bytes to its front.
+    /// False when there is no file.
+    fn read_direct(&self, id: &[u8; 32], len: usize, buf: &mut Vec<u8>) -> io::Result<bool> {
+        let file = match OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(self.path(id))
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let want = len.div_ceil(DIRECT_ALIGN) * DIRECT_ALIGN;
+        buf.reserve(want + DIRECT_ALIGN);
+        let start = buf.as_ptr().align_offset(DIRECT_ALIGN);
+        if start >= DIRECT_ALIGN {
+            // No aligned address in reach (never for bytes in practice).
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        if buf.len() < start + want {
+            // Zero-fills only what the buffer never held (nothing, for a
+            // recycled buffer of the same size).
+            buf.resize(start + want, 0);
+        }
+        let window = &mut buf[start..start + want];
+        let mut done = 0;
+        while done < want {
+            match file.read_at(&mut window[done..], done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+            if done % DIRECT_ALIGN != 0 {
+                break; // a short read ends at the end of the file
+            }
+        }
+        let got = done.min(len);
+        buf.copy_within(start..start + got, 0);
+        buf.truncate(got);
+        Ok(true)
+    }
+
     /// Asks the kernel to start reading the first `len` bytes of the file
     /// of `id` into its cache now, without waiting (read-ahead for a decode
-    /// that is about to be queued). Only a hint: errors are ignored.
+    /// that is about to be queued). Only a hint: errors are ignored. Does
+    /// nothing while reads bypass the page cache (`read_prefix_into`).
     pub fn will_need(&self, id: &[u8; 32], len: u64) {
+        if self.direct.load(Ordering::Relaxed) {
+            return;
+        }
         if let Ok(Some(file)) = self.open_existing(id) {
             let _ = nix::fcntl::posix_fadvise(
                 &file,
@@ -514,6 +591,51 @@ mod tests {
         let bytes: Vec<u8> = (0..(4 << 20) + 1).map(|i: u32| (i % 251) as u8).collect();
         files.write(&a, &bytes, false).unwrap();
         assert_eq!(files.read_all(&a).unwrap(), Some(bytes));
+    }
+
+    #[test]
+    fn prefix_reads_return_exactly_the_file_bytes_with_and_without_o_direct() {
+        let (_d, files) = open();
+        let mut data = vec![0u8; 3 * DIRECT_ALIGN + 123];
+        for (i, b) in data.iter_mut().enumerate() {
+            *b = (i * 7 + i / 251) as u8;
+        }
+        let a = id(9);
+        files.write(&a, &data, false).unwrap();
+        for direct in [true, false] {
+            files.direct.store(direct, Ordering::Relaxed);
+            // Fresh, recycled-with-stale-bytes and odd-offset buffers.
+            let stale = vec![0xEE; 5 * DIRECT_ALIGN];
+            let mut odd = Vec::with_capacity(DIRECT_ALIGN * 8);
+            odd.extend_from_slice(&[1, 2, 3]);
+            for buf in [Vec::new(), stale, odd] {
+                for len in [
+                    0,
+                    1,
+                    DIRECT_ALIGN,
+                    DIRECT_ALIGN + 1,
+                    2 * DIRECT_ALIGN - 5,
+                    data.len(),
+                    data.len() + 4000,
+                ] {
+                    let got = files
+                        .read_prefix_into(&a, len, buf.clone())
+                        .unwrap()
+                        .unwrap();
+                    assert_eq!(
+                        got,
+                        data[..len.min(data.len())],
+                        "direct={direct} len={len}"
+                    );
+                }
+            }
+            assert!(
+                files
+                    .read_prefix_into(&id(10), 10, Vec::new())
+                    .unwrap()
+                    .is_none()
+            );
+        }
     }
 
     #[test]
