@@ -26,11 +26,80 @@ const MAX_WRITE: u32 = 1 << 20;
 /// The mounted filesystem.
 pub struct FuseFs {
     fs: Arc<Fs>,
+    releaser: Releaser,
 }
 
 impl FuseFs {
     pub fn new(fs: Arc<Fs>) -> Self {
-        FuseFs { fs }
+        let releaser = Releaser::start(fs.clone());
+        FuseFs { fs, releaser }
+    }
+}
+
+/// Releases queued for storing.
+const RELEASE_QUEUE: usize = 64;
+
+/// Runs the last release of files off the FUSE threads. The kernel does not
+/// wait for a release (close(2) has returned), but the release stores the
+/// file's buffers: on a FUSE thread it would hold that thread, and a
+/// program's next request would wait for a free one. A full queue runs the
+/// release on the FUSE thread (back-pressure), as does a nearly full disk;
+/// unmount drains the queue before the final flush.
+struct Releaser {
+    tx: std::sync::Mutex<Option<std::sync::mpsc::SyncSender<(u64, ReplyEmpty)>>>,
+    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Releaser {
+    fn start(fs: Arc<Fs>) -> Releaser {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<(u64, ReplyEmpty)>(RELEASE_QUEUE);
+        let thread = std::thread::Builder::new()
+            .name("pangea-release".into())
+            .spawn(move || {
+                for (fh, reply) in rx {
+                    empty(reply, fs.release(fh));
+                }
+            });
+        let (tx, thread) = match thread {
+            Ok(t) => (Some(tx), Some(t)),
+            Err(e) => {
+                warn!(error = %e, "no release thread; releases run on the FUSE threads");
+                (None, None)
+            }
+        };
+        Releaser {
+            tx: std::sync::Mutex::new(tx),
+            thread: std::sync::Mutex::new(thread),
+        }
+    }
+
+    /// Queues the release of `fh`; hands it back when it must run here.
+    fn queue(&self, fh: u64, reply: ReplyEmpty) -> Option<(u64, ReplyEmpty)> {
+        let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        match tx {
+            Some(tx) => match tx.try_send((fh, reply)) {
+                Ok(()) => None,
+                Err(std::sync::mpsc::TrySendError::Full(job))
+                | Err(std::sync::mpsc::TrySendError::Disconnected(job)) => Some(job),
+            },
+            None => Some((fh, reply)),
+        }
+    }
+
+    /// Runs every queued release, then stops the thread (idempotent).
+    fn drain(&self) {
+        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take()
+            && t.join().is_err()
+        {
+            warn!("the release thread panicked");
+        }
+    }
+}
+
+impl Drop for Releaser {
+    fn drop(&mut self) {
+        self.drain();
     }
 }
 
@@ -160,6 +229,7 @@ impl Filesystem for FuseFs {
     }
 
     fn destroy(&mut self) {
+        self.releaser.drain();
         if let Err(e) = self.fs.sync_all() {
             warn!(error = %e, "flush at unmount failed");
         }
@@ -399,7 +469,16 @@ impl Filesystem for FuseFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        empty(reply, self.fs.release(fh.0));
+        // On a nearly full disk the release runs here, in order with the
+        // requests that follow (see `Fs::disk_is_low`).
+        let queued = if self.fs.disk_is_low() {
+            Some((fh.0, reply))
+        } else {
+            self.releaser.queue(fh.0, reply)
+        };
+        if let Some((fh, reply)) = queued {
+            empty(reply, self.fs.release(fh));
+        }
     }
 
     fn fsync(

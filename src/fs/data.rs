@@ -179,6 +179,19 @@ fn open_staging(dir: &std::path::Path) -> FsResult<std::fs::File> {
         .map_err(|e| FsError::from(StoreError::from(e)))
 }
 
+/// A fresh entry of the open-file table.
+fn new_entry() -> OpenEntry {
+    let attrs = Arc::new(Mutex::new(Pending::default()));
+    let state = OpenFile {
+        attrs: attrs.clone(),
+        ..OpenFile::default()
+    };
+    OpenEntry {
+        state: Arc::new(Mutex::new(state)),
+        attrs,
+    }
+}
+
 fn pending(p: &Mutex<Pending>) -> MutexGuard<'_, Pending> {
     p.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -372,20 +385,25 @@ pub(crate) struct Prepared {
 impl Fs {
     fn state(&self, ino: u64) -> Arc<Mutex<OpenFile>> {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        open.entry(ino)
-            .or_insert_with(|| {
-                let attrs = Arc::new(Mutex::new(Pending::default()));
-                let state = OpenFile {
-                    attrs: attrs.clone(),
-                    ..OpenFile::default()
-                };
-                OpenEntry {
-                    state: Arc::new(Mutex::new(state)),
-                    attrs,
-                }
-            })
-            .state
-            .clone()
+        open.entry(ino).or_insert_with(new_entry).state.clone()
+    }
+
+    /// Counts one more open of `ino`, after any release in progress (which
+    /// holds the file's lock): a last release stores the file's buffers,
+    /// or drops them if they cannot be stored, and an open must find the
+    /// result. If that release removed the entry meanwhile, the open counts
+    /// on a new one (never on the removed entry, where the count would be
+    /// lost).
+    fn count_open(&self, ino: u64) {
+        loop {
+            let s = self.state(ino);
+            let st = lock(&s);
+            let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+            if open.get(&ino).is_some_and(|e| Arc::ptr_eq(&e.state, &s)) {
+                st.a().opens += 1;
+                return;
+            }
+        }
     }
 
     fn existing_state(&self, ino: u64) -> Option<Arc<Mutex<OpenFile>>> {
@@ -442,8 +460,7 @@ impl Fs {
     pub fn open(&self, ino: u64, truncate: bool) -> FsResult<u64> {
         let inode = self.load(ino)?;
         if inode.kind == FileKind::File {
-            let s = self.state(ino);
-            lock(&s).a().opens += 1;
+            self.count_open(ino);
             if truncate && inode.size > 0 {
                 self.truncate(ino, 0)?;
             }
@@ -517,12 +534,19 @@ impl Fs {
         };
         let mut st = lock(&s);
         let flushed = self.flush_file(ino, &mut st, false);
-        let opens = {
+        // The count and the removal under the table's lock: an open waiting
+        // for this file's lock then finds the entry gone and starts afresh
+        // (`count_open`).
+        let last = {
+            let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
             let mut a = st.a();
             a.opens = a.opens.saturating_sub(1);
-            a.opens
+            if a.opens == 0 && open.get(&ino).is_some_and(|e| Arc::ptr_eq(&e.state, &s)) {
+                open.remove(&ino);
+            }
+            a.opens == 0
         };
-        if opens > 0 {
+        if !last {
             return flushed;
         }
         if let Err(e) = &flushed {
@@ -534,10 +558,6 @@ impl Fs {
             .fetch_sub(st.dirty_bytes as u64, Ordering::Relaxed);
         st.dirty.clear();
         st.dirty_bytes = 0;
-        self.open
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&ino);
         drop(st);
         // The last close of an unlinked file deletes it (unless the kernel
         // still knows it: then its `forget` will).
@@ -1570,9 +1590,12 @@ impl Fs {
         }
     }
 
-    /// Is the data dir's disk nearly full? Then deletions are not batched:
-    /// the space is what the user is waiting for.
-    fn disk_is_low(&self) -> bool {
+    /// Is the data dir's disk nearly full? Then deletions are not batched
+    /// (the space is what the user is waiting for), and close(2) and the
+    /// last release store a file's buffers on the caller's path, so that an
+    /// ENOSPC reaches the writer and whoever opens the file next finds only
+    /// what was stored.
+    pub fn disk_is_low(&self) -> bool {
         self.chunks.disk_usage().map_or(true, |u| {
             u.available_bytes < GC_NOW_BELOW_FREE_BYTES.max(u.total_bytes / 20)
         })

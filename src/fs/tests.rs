@@ -202,6 +202,40 @@ fn unlinked_open_file_stays_readable_until_release() {
 }
 
 #[test]
+fn opens_racing_last_releases_are_always_counted() {
+    // An open that waited for the last release must count on a live entry,
+    // not on the one that release removed: a file with an open handle is
+    // open (so an unlink keeps it).
+    let t = Arc::new(setup());
+    let (f, fh) = t.fs.create(&C, ROOT_INO, b"r", 0o644).unwrap();
+    t.fs.release(fh).unwrap();
+    let workers: Vec<_> = (0..3u64)
+        .map(|w| {
+            let t = t.clone();
+            std::thread::spawn(move || {
+                for i in 0..300u64 {
+                    let fh = t.fs.open(f.ino, false).unwrap();
+                    assert!(
+                        t.fs.is_open(f.ino),
+                        "worker {w} round {i}: open file not counted"
+                    );
+                    t.fs.write(f.ino, w * 8, &i.to_le_bytes()).unwrap();
+                    t.fs.release(fh).unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    assert!(!t.fs.is_open(f.ino));
+    let want: Vec<u8> = (0..3).flat_map(|_| 299u64.to_le_bytes()).collect();
+    assert_eq!(t.fs.read(f.ino, 0, 24).unwrap(), want);
+    t.fs.unlink(ROOT_INO, b"r").unwrap();
+    assert!(matches!(t.fs.getattr(f.ino), Err(FsError::NotFound)));
+}
+
+#[test]
 fn inode_replaced_by_rename_lives_until_the_kernel_forgets_it() {
     // The kernel resolved "doc" (lookup), then a rename replaced it before
     // the open arrived: the open must still find the old inode.
