@@ -13,9 +13,8 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
-
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use moka::Expiry;
 use moka::policy::EvictionPolicy;
@@ -90,16 +89,12 @@ impl BufferPool {
 
     fn take(&self, capacity: usize) -> Option<Vec<u8>> {
         let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
-        for i in 0..free.len() {
-            if free[i].capacity() >= capacity && Arc::strong_count(&free[i]) == 1 {
-                let buf = free.remove(i)?;
-                match Arc::try_unwrap(buf) {
-                    Ok(b) => return Some(b),
-                    Err(shared) => free.push_back(shared),
-                }
-            }
-        }
-        None
+        let i = free
+            .iter()
+            .position(|b| b.capacity() >= capacity && Arc::strong_count(b) == 1)?;
+        // The pool holds the only reference (no weak ones exist), so this
+        // always succeeds.
+        Arc::try_unwrap(free.remove(i)?).ok()
     }
 }
 
@@ -182,10 +177,10 @@ impl ChunkCache {
         self.cache.invalidate(id);
     }
 
-    /// An empty buffer of at least `capacity` bytes: an evicted entry's
-    /// buffer when one is free (its pages already faulted in; its old
-    /// contents are still there up to its length, for callers that overwrite
-    /// without zeroing), else a new one.
+    /// A buffer with room for at least `capacity` bytes and unspecified
+    /// contents: an evicted entry's buffer when one is free (its pages
+    /// already faulted in; it still holds that entry's bytes, for callers
+    /// that overwrite without zeroing first), else a new, empty one.
     pub fn take_buffer(&self, capacity: usize) -> Vec<u8> {
         match self.pool.take(capacity) {
             Some(b) => {
