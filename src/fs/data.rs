@@ -10,7 +10,7 @@
 //! Writes go to an in-memory buffer per touched slot. A slot is encoded
 //! when it fills, when the file is flushed, fsynced or released, when
 //! buffers across all files exceed `dirty_limit`, and before a truncate.
-//! Encoding runs on a thread pool (one thread per core plus one), then one
+//! Encoding runs on a thread pool (one thread per core), then one
 //! WriteBatch under `ns` swaps the extents, adjusts chunk refcounts and
 //! updates the inode.
 

@@ -1,5 +1,4 @@
-//! Encoding off the FUSE threads: a fixed pool of workers (one per core,
-//! plus one to cover the waits for chunk file reads)
+//! Encoding off the FUSE threads: a fixed pool of workers (one per core)
 //! fed through a bounded queue. A writer that fills a chunk hands it to the
 //! pool and goes on; the results come back on the open file's channel and
 //! are committed by its next write, flush, fsync or release. A full queue

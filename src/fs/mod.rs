@@ -246,11 +246,11 @@ impl Fs {
             prefetching: Mutex::new(std::collections::HashSet::new()),
             prefetched: std::sync::Condvar::new(),
         });
-        // One thread more than cores: a job spends part of its time waiting
-        // for a chunk file read (O_DIRECT, synchronous), and the extra
-        // thread keeps the cores busy meanwhile (cold sequential reads +18 %
-        // and sequential writes +10-20 % on 2 vCPUs, docs/PERFORMANCE.md).
-        let threads = std::thread::available_parallelism().map_or(2, |n| n.get()) + 1;
+        // One thread per core. One more would fill the waits for chunk file
+        // reads, but the chunks decoded ahead then share the cores and the
+        // next one a reader needs comes later: the benchmark read at 1.00×
+        // gocryptfs with it, 1.45× without (docs/PERFORMANCE.md).
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         let fs = Fs {
             kv,
             counted,
