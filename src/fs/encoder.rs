@@ -137,7 +137,9 @@ impl EncodeCtx {
             });
         }
         let blob = rec.blob();
-        let buf = self.cache.take_buffer(k * s + 2 * 4096);
+        let buf = self
+            .cache
+            .take_buffer(ChunkFiles::read_buffer_capacity(k * s));
         if let Some(data) = self.chunks.read_prefix_into(&blob, k * s, buf)?
             && let Ok(plain) = self.ces.decode_data_shards(manifest, data)
         {

@@ -222,6 +222,12 @@ impl ChunkFiles {
         }
     }
 
+    /// The capacity a buffer needs for `read_prefix_into(.., len, ..)` to
+    /// fill it without growing it (room to align an `O_DIRECT` read).
+    pub fn read_buffer_capacity(len: usize) -> usize {
+        len.div_ceil(DIRECT_ALIGN) * DIRECT_ALIGN + DIRECT_ALIGN
+    }
+
     /// `read_prefix_into` with `O_DIRECT`: reads whole aligned blocks into an
     /// aligned window of `buf`, then moves the wanted bytes to its front.
     /// False when there is no file.
@@ -236,7 +242,7 @@ impl ChunkFiles {
             Err(e) => return Err(e),
         };
         let want = len.div_ceil(DIRECT_ALIGN) * DIRECT_ALIGN;
-        buf.reserve(want + DIRECT_ALIGN);
+        buf.reserve(Self::read_buffer_capacity(len).saturating_sub(buf.len()));
         let start = buf.as_ptr().align_offset(DIRECT_ALIGN);
         if start >= DIRECT_ALIGN {
             // No aligned address in reach (never for bytes in practice).
