@@ -390,12 +390,32 @@ fn decode_from_contiguous_data_shards_round_trips_and_names_a_bad_shard() {
                     Err(CesError::CorruptShard { index, .. }) if usize::from(index) == i
                 ));
                 // A short buffer (a truncated chunk file) is a typed error.
-                let mut short = data_shards;
+                let mut short = data_shards.clone();
                 short.pop();
                 assert!(matches!(
                     c.decode_data_shards(&enc.manifest, short),
                     Err(CesError::NotEnoughShards { .. })
                 ));
+                // The same shards behind junk (where a direct read puts
+                // them) decode the same; damage is named, shortness typed.
+                for offset in [1, 7, 4080, 3 * s + 5] {
+                    let mut at = vec![0xA5; offset];
+                    at.extend_from_slice(&data_shards);
+                    let out = c
+                        .decode_data_shards_at(&enc.manifest, at.clone(), offset)
+                        .unwrap();
+                    assert_eq!(out, data, "k={k} m={m} n={n} offset={offset}");
+                    at[offset + i * s + s / 2] ^= 1;
+                    assert!(matches!(
+                        c.decode_data_shards_at(&enc.manifest, at.clone(), offset),
+                        Err(CesError::CorruptShard { index, .. }) if usize::from(index) == i
+                    ));
+                    at.pop();
+                    assert!(matches!(
+                        c.decode_data_shards_at(&enc.manifest, at, offset),
+                        Err(CesError::NotEnoughShards { .. })
+                    ));
+                }
             }
         }
     }

@@ -1675,21 +1675,29 @@ impl Fs {
         else {
             return true; // unreadable: the reader's own path reports it
         };
-        // The data shards the job will read, for the disk to fetch while the
-        // job waits its turn.
-        let ahead = (rec.location == LOC_FILE)
-            .then(|| (rec.blob(), u64::from(m.params.k()) * u64::from(m.shard_len)));
+        if !self.enc.begin_prefetch(&r.id) {
+            return true; // cached meanwhile, or already on its way
+        }
         let enc = self.enc.clone();
-        if !self
-            .pool
-            .try_submit(Box::new(move || enc.prefetch(r.id, &rec, &m)))
-        {
-            return false;
+        let queued = if rec.location == LOC_FILE {
+            // A fetch thread reads the data shards, then queues their decode
+            // on the pool. The disk is asked for them now, in case the
+            // fetch reads through the page cache.
+            self.chunks.will_need(
+                &rec.blob(),
+                u64::from(m.params.k()) * u64::from(m.shard_len),
+            );
+            let pool = self.pool.clone();
+            self.fetch
+                .try_submit(Box::new(move || enc.fetch(&pool, r.id, &rec, m)))
+        } else {
+            self.pool
+                .try_submit(Box::new(move || enc.prefetch(r.id, &rec, &m)))
+        };
+        if !queued {
+            self.enc.end_prefetch(&r.id, None);
         }
-        if let Some((blob, len)) = ahead {
-            self.chunks.will_need(&blob, len);
-        }
-        true
+        queued
     }
 
     /// The plaintext of a chunk: from the cache, else from its shards

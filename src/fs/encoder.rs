@@ -140,8 +140,8 @@ impl EncodeCtx {
         let buf = self
             .cache
             .take_buffer(ChunkFiles::read_buffer_capacity(k * s));
-        if let Some(data) = self.chunks.read_prefix_into(&blob, k * s, buf)?
-            && let Ok(plain) = self.ces.decode_data_shards(manifest, data)
+        if let Some((data, start)) = self.chunks.read_prefix_at(&blob, k * s, buf)?
+            && let Ok(plain) = self.ces.decode_data_shards_at(manifest, data, start)
         {
             return Ok((plain, crate::ces::DecodeReport::default()));
         }
@@ -152,34 +152,73 @@ impl EncodeCtx {
         })
     }
 
-    /// Decodes chunk `id` into the cache for a sequential reader. Only a
-    /// clean decode is cached; damage is left to the reader's own path,
-    /// which repairs it.
-    pub(crate) fn prefetch(&self, id: [u8; 32], rec: &ChunkRecord, manifest: &Manifest) {
-        if self.cache.contains(&id)
-            || !self
+    /// Claims chunk `id` for decoding ahead of a reader: false when it is
+    /// cached or already being decoded ahead. A claim ends with
+    /// `end_prefetch`, whatever happens.
+    pub(crate) fn begin_prefetch(&self, id: &[u8; 32]) -> bool {
+        !self.cache.contains(id)
+            && self
                 .prefetching
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .insert(id)
-        {
-            return;
+                .insert(*id)
+    }
+
+    /// Ends the claim on `id`, caching `plain` if it decoded cleanly, and
+    /// wakes the readers waiting for it.
+    pub(crate) fn end_prefetch(&self, id: &[u8; 32], plain: Option<Vec<u8>>) {
+        if let Some(plain) = plain {
+            bump(&self.stats.chunks_decoded, 1);
+            self.cache.insert(*id, Arc::new(plain));
         }
+        self.prefetching
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+        self.prefetched.notify_all();
+    }
+
+    /// Decodes claimed chunk `id` into the cache for a sequential reader.
+    /// Only a clean decode is cached; damage is left to the reader's own
+    /// path, which repairs it.
+    pub(crate) fn prefetch(&self, id: [u8; 32], rec: &ChunkRecord, manifest: &Manifest) {
         let plain = match self.decode_stored(&id, rec, manifest) {
             Ok((plain, report)) if report.corrupt.is_empty() && report.missing.is_empty() => {
                 Some(plain)
             }
             _ => None,
         };
-        if let Some(plain) = plain {
-            bump(&self.stats.chunks_decoded, 1);
-            self.cache.insert(id, Arc::new(plain));
+        self.end_prefetch(&id, plain);
+    }
+
+    /// The I/O half of decoding claimed chunk `id` ahead (on a fetch
+    /// thread): reads its data shards, then queues their decode on `pool`,
+    /// so that the disk read of one chunk overlaps the decode of another
+    /// while the pool keeps one CPU-bound job per core.
+    pub(crate) fn fetch(
+        self: Arc<Self>,
+        pool: &Pool,
+        id: [u8; 32],
+        rec: &ChunkRecord,
+        manifest: Manifest,
+    ) {
+        let k = usize::from(manifest.params.k());
+        let len = k * manifest.shard_len as usize;
+        let buf = self
+            .cache
+            .take_buffer(ChunkFiles::read_buffer_capacity(len));
+        let (data, start) = match self.chunks.read_prefix_at(&rec.blob(), len, buf) {
+            Ok(Some(read)) => read,
+            _ => return self.end_prefetch(&id, None),
+        };
+        let ctx = self.clone();
+        let job: Job = Box::new(move || {
+            let plain = ctx.ces.decode_data_shards_at(&manifest, data, start).ok();
+            ctx.end_prefetch(&id, plain);
+        });
+        if let Err(job) = pool.submit(job) {
+            job();
         }
-        self.prefetching
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id);
-        self.prefetched.notify_all();
     }
 
     /// If chunk `id` is being decoded ahead, waits (bounded) for it to end
@@ -194,7 +233,7 @@ impl EncodeCtx {
     }
 }
 
-type Job = Box<dyn FnOnce() + Send>;
+pub(crate) type Job = Box<dyn FnOnce() + Send>;
 
 /// Nice value of the encoder threads: CES work yields the CPU to the FUSE
 /// threads, whose requests a program is waiting for.
@@ -221,17 +260,26 @@ pub(crate) struct Pool {
 }
 
 impl Pool {
-    /// `threads` workers behind a queue of `queue` jobs.
+    /// `threads` encoder workers behind a queue of `queue` jobs, running
+    /// below the FUSE threads' priority.
     pub(crate) fn new(threads: usize, queue: usize) -> Pool {
+        Pool::named("encode", threads, queue, true)
+    }
+
+    /// `threads` workers named `pangea-{name}-N` behind a queue of `queue`
+    /// jobs; `lower` runs them at `ENCODER_NICE`.
+    pub(crate) fn named(name: &str, threads: usize, queue: usize, lower: bool) -> Pool {
         let (tx, rx) = sync_channel::<Job>(queue);
         let rx = Arc::new(Mutex::new(rx));
         let mut workers = Vec::new();
         for i in 0..threads.max(1) {
             let rx: Arc<Mutex<Receiver<Job>>> = rx.clone();
             let spawned = std::thread::Builder::new()
-                .name(format!("pangea-encode-{i}"))
+                .name(format!("pangea-{name}-{i}"))
                 .spawn(move || {
-                    lower_priority();
+                    if lower {
+                        lower_priority();
+                    }
                     loop {
                         let job = match rx.lock() {
                             Ok(r) => r.recv(),

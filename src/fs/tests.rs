@@ -528,6 +528,63 @@ fn damaged_chunks_are_rebuilt_and_rewritten() {
     assert_eq!(fs.read(f.ino, 0, data.len() as u32).unwrap(), data);
 }
 
+/// Reads open file `ino` front to back in `step`-byte requests, as the
+/// kernel does for a sequential reader.
+fn read_sequentially(fs: &Fs, ino: u64, len: usize, step: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    while out.len() < len {
+        let got = fs.read(ino, out.len() as u64, step as u32).unwrap();
+        assert!(!got.is_empty(), "early end at {}", out.len());
+        out.extend_from_slice(&got);
+    }
+    out
+}
+
+#[test]
+fn sequential_readers_find_the_next_chunks_decoded_ahead() {
+    let t = setup();
+    let cs = 64 * 1024;
+    let data = random(12 * cs, 21);
+    let (f, fh) = t.fs.create(&C, ROOT_INO, b"seq", 0o644).unwrap();
+    t.fs.write(f.ino, 0, &data).unwrap();
+    t.fs.release(fh).unwrap();
+    drop(t.fs);
+    let fs = open(&t.kv, &t.dir, cfg());
+    let fh = fs.open(f.ino, false).unwrap();
+    // Two reads within chunk 0, the second sequential: chunks 1..=4 are
+    // fetched and decoded ahead (read_ahead = 4).
+    assert_eq!(fs.read(f.ino, 0, 4096).unwrap(), data[..4096]);
+    assert_eq!(fs.read(f.ino, 4096, 4096).unwrap(), data[4096..8192]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while fs.data_stats().chunks_decoded < 5 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing decoded ahead"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let misses = fs.cache_stats().misses;
+    assert_eq!(
+        fs.read(f.ino, cs as u64, (4 * cs) as u32).unwrap(),
+        data[cs..5 * cs]
+    );
+    assert_eq!(fs.cache_stats().misses, misses, "chunks 1..=4 were ready");
+    // The whole file, front to back, in kernel-sized requests.
+    fs.drop_cache();
+    assert_eq!(read_sequentially(&fs, f.ino, data.len(), 16 * 1024), data);
+    fs.release(fh).unwrap();
+    drop(fs);
+
+    // Damaged data shards: what is fetched ahead fails to decode and is not
+    // cached; the reader's own path rebuilds every chunk.
+    corrupt_chunk_files(t.dir.path(), 1);
+    let fs = open(&t.kv, &t.dir, cfg());
+    let fh = fs.open(f.ino, false).unwrap();
+    assert_eq!(read_sequentially(&fs, f.ino, data.len(), 16 * 1024), data);
+    assert_eq!(fs.data_stats().chunks_repaired, 12);
+    fs.release(fh).unwrap();
+}
+
 #[test]
 fn too_much_damage_is_an_io_error_never_wrong_bytes() {
     let t = setup();

@@ -22,9 +22,10 @@
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use super::{StoreError, from_io};
 
@@ -40,8 +41,9 @@ const FILE_MODE: u32 = 0o600;
 /// Mode of the store's directories.
 const DIR_MODE: u32 = 0o700;
 
-/// Alignment of `O_DIRECT` reads (buffer address, offset and length): the
-/// page size, which covers every logical block size in use.
+/// Alignment of `O_DIRECT` reads' offset and length, and of their buffer
+/// where the file system does not say: the page size, which covers every
+/// logical block size in use.
 const DIRECT_ALIGN: usize = 4096;
 
 /// A directory of chunk files.
@@ -55,6 +57,11 @@ pub struct ChunkFiles {
     /// Whether reads may bypass the page cache (`O_DIRECT`); cleared the
     /// first time the file system refuses it.
     direct: AtomicBool,
+    /// Memory alignment `O_DIRECT` reads need here (`STATX_DIOALIGN`, asked
+    /// at the first direct read; 0 until then). Smaller than a page where
+    /// the disk allows it, so that the bytes land close to the buffer's
+    /// start.
+    mem_align: AtomicUsize,
 }
 
 /// Space and inodes of the file system holding a [`ChunkFiles`] directory,
@@ -94,6 +101,7 @@ impl ChunkFiles {
             dir: dir.to_path_buf(),
             next_temp: AtomicU64::new(0),
             direct: AtomicBool::new(true),
+            mem_align: AtomicUsize::new(0),
         };
         let removed = files.remove_temp_files()?;
         if removed > 0 {
@@ -199,11 +207,37 @@ impl ChunkFiles {
         &self,
         id: &[u8; 32],
         len: usize,
-        mut buf: Vec<u8>,
+        buf: Vec<u8>,
     ) -> Result<Option<Vec<u8>>, StoreError> {
-        if self.direct.load(Ordering::Relaxed) {
+        Ok(self.read_prefix_at(id, len, buf)?.map(|(mut buf, start)| {
+            if start > 0 {
+                buf.copy_within(start.., 0);
+                buf.truncate(buf.len() - start);
+            }
+            buf
+        }))
+    }
+
+    /// `read_prefix_into` without moving the bytes to the front: they are
+    /// `buf[start..]` of the returned `(buf, start)` (`start` is where an
+    /// aligned direct read put them; 0 for a plain read).
+    pub fn read_prefix_at(
+        &self,
+        id: &[u8; 32],
+        len: usize,
+        mut buf: Vec<u8>,
+    ) -> Result<Option<(Vec<u8>, usize)>, StoreError> {
+        while self.direct.load(Ordering::Relaxed) {
             match self.read_direct(id, len, &mut buf) {
-                Ok(found) => return Ok(found.then_some(buf)),
+                Ok(found) => return Ok(found.map(|start| (buf, start))),
+                Err(e)
+                    if e.raw_os_error() == Some(libc::EINVAL)
+                        && self.mem_align.load(Ordering::Relaxed) < DIRECT_ALIGN =>
+                {
+                    // The alignment the file system gave was not enough:
+                    // retry with a page.
+                    self.mem_align.store(DIRECT_ALIGN, Ordering::Relaxed);
+                }
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
                     self.direct.store(false, Ordering::Relaxed);
                     tracing::debug!(dir = %self.dir.display(), "O_DIRECT refused here; chunk files are read through the page cache");
@@ -217,7 +251,7 @@ impl ChunkFiles {
         buf.clear();
         buf.reserve(len);
         match file.take(len as u64).read_to_end(&mut buf) {
-            Ok(_) => Ok(Some(buf)),
+            Ok(_) => Ok(Some((buf, 0))),
             Err(e) => Err(from_io(e)),
         }
     }
@@ -228,22 +262,27 @@ impl ChunkFiles {
         len.div_ceil(DIRECT_ALIGN) * DIRECT_ALIGN + DIRECT_ALIGN
     }
 
-    /// `read_prefix_into` with `O_DIRECT`: reads whole aligned blocks into an
-    /// aligned window of `buf`, then moves the wanted bytes to its front.
-    /// False when there is no file.
-    fn read_direct(&self, id: &[u8; 32], len: usize, buf: &mut Vec<u8>) -> io::Result<bool> {
+    /// `read_prefix_at` with `O_DIRECT`: reads whole aligned blocks into an
+    /// aligned window of `buf`, which ends up holding the wanted bytes from
+    /// the returned offset on. None when there is no file.
+    fn read_direct(
+        &self,
+        id: &[u8; 32],
+        len: usize,
+        buf: &mut Vec<u8>,
+    ) -> io::Result<Option<usize>> {
         let file = match OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_DIRECT)
             .open(self.path(id))
         {
             Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
         let want = len.div_ceil(DIRECT_ALIGN) * DIRECT_ALIGN;
         buf.reserve(Self::read_buffer_capacity(len).saturating_sub(buf.len()));
-        let start = buf.as_ptr().align_offset(DIRECT_ALIGN);
+        let start = buf.as_ptr().align_offset(self.direct_mem_align(&file));
         if start >= DIRECT_ALIGN {
             // No aligned address in reach (never for bytes in practice).
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
@@ -266,10 +305,43 @@ impl ChunkFiles {
                 break; // a short read ends at the end of the file
             }
         }
-        let got = done.min(len);
-        buf.copy_within(start..start + got, 0);
-        buf.truncate(got);
-        Ok(true)
+        buf.truncate(start + done.min(len));
+        Ok(Some(start))
+    }
+
+    /// The memory alignment of direct reads of `file`'s file system, asked
+    /// once (`statx(STATX_DIOALIGN)`, Linux 6.1); a page where the kernel
+    /// does not say.
+    fn direct_mem_align(&self, file: &File) -> usize {
+        let known = self.mem_align.load(Ordering::Relaxed);
+        if known != 0 {
+            return known;
+        }
+        // SAFETY: an all-zero statx is a valid value of this plain C struct.
+        let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+        // SAFETY: the fd is open for the call's duration, the path is a valid
+        // C string and `stx` is a writable statx.
+        let r = unsafe {
+            libc::statx(
+                file.as_raw_fd(),
+                c"".as_ptr(),
+                libc::AT_EMPTY_PATH,
+                libc::STATX_DIOALIGN,
+                &mut stx,
+            )
+        };
+        let align = stx.stx_dio_mem_align as usize;
+        let align = if r == 0
+            && stx.stx_mask & libc::STATX_DIOALIGN != 0
+            && align.is_power_of_two()
+            && align <= DIRECT_ALIGN
+        {
+            align
+        } else {
+            DIRECT_ALIGN
+        };
+        self.mem_align.store(align, Ordering::Relaxed);
+        align
     }
 
     /// Asks the kernel to start reading the first `len` bytes of the file
@@ -608,8 +680,12 @@ mod tests {
         }
         let a = id(9);
         files.write(&a, &data, false).unwrap();
-        for direct in [true, false] {
+        // Direct reads at the alignment the file system gives (0: ask it),
+        // at 512 bytes, and at 1 byte (refused where the file system needs
+        // more: the read is retried at a page), then plain reads.
+        for (direct, align) in [(true, 0), (true, 512), (true, 1), (false, 0)] {
             files.direct.store(direct, Ordering::Relaxed);
+            files.mem_align.store(align, Ordering::Relaxed);
             // Fresh, recycled-with-stale-bytes and odd-offset buffers.
             let stale = vec![0xEE; 5 * DIRECT_ALIGN];
             let mut odd = Vec::with_capacity(DIRECT_ALIGN * 8);
@@ -631,8 +707,15 @@ mod tests {
                     assert_eq!(
                         got,
                         data[..len.min(data.len())],
-                        "direct={direct} len={len}"
+                        "direct={direct} align={align} len={len}"
                     );
+                    let (got, start) = files.read_prefix_at(&a, len, buf.clone()).unwrap().unwrap();
+                    assert_eq!(
+                        got[start..],
+                        data[..len.min(data.len())],
+                        "direct={direct} align={align} len={len}"
+                    );
+                    assert!(direct || start == 0);
                 }
             }
             assert!(
