@@ -1,5 +1,5 @@
-//! Disk-full test: the data dir on a 64 MiB tmpfs, incompressible writes
-//! until ENOSPC.
+//! Disk-full tests: the data dir on a 64 MiB tmpfs, then on an 80 MiB ext4
+//! image, incompressible writes until ENOSPC.
 //!
 //! Expected (and asserted): the failing write or close reports ENOSPC ("No
 //! space left on device"); the file that hit it holds a prefix of what was
@@ -21,38 +21,70 @@ use common::Mount;
 /// 4 MiB chunk takes 6 MiB with k=4, m=2).
 const TMPFS_SIZE: &str = "64m";
 
-/// A tmpfs mounted for the test; unmounted on drop (lazily if busy).
-struct Tmpfs {
+/// Size of the ext4 image: its journal and inode tables take ~8 MiB more
+/// than a tmpfs.
+const EXT4_SIZE: &str = "80M";
+
+/// A small file system mounted for the test: a tmpfs, or an ext4 image on a
+/// loop device (block allocation, journal and `O_DIRECT` as on a real
+/// disk). Unmounted on drop (lazily if busy).
+struct SmallDisk {
     path: PathBuf,
     _dir: tempfile::TempDir,
 }
 
-impl Tmpfs {
-    fn new(size: &str) -> Tmpfs {
+impl SmallDisk {
+    fn tmpfs(size: &str) -> SmallDisk {
+        let (dir, path) = SmallDisk::mountpoint();
+        let opts = format!("size={size},mode=0700");
+        SmallDisk::mount(&["-t", "tmpfs", "-o", &opts, "tmpfs"], &path);
+        SmallDisk { path, _dir: dir }
+    }
+
+    /// None (said on stderr) where this kernel has no loop devices.
+    fn ext4(size: &str) -> Option<SmallDisk> {
+        if !Path::new("/dev/loop-control").exists() {
+            eprintln!("SKIPPED: no /dev/loop-control, cannot mount an ext4 image");
+            return None;
+        }
+        let (dir, path) = SmallDisk::mountpoint();
+        let image = dir.path().join("disk.img");
+        let run = |cmd: &mut Command| {
+            let out = cmd.output().expect("run a disk setup command");
+            assert!(out.status.success(), "{cmd:?}: {out:?}");
+        };
+        run(Command::new("truncate").args(["-s", size]).arg(&image));
+        run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&image));
+        let image = image.to_string_lossy().into_owned();
+        SmallDisk::mount(&["-o", "loop", &image], &path);
+        run(Command::new("chmod").arg("0700").arg(&path));
+        Some(SmallDisk { path, _dir: dir })
+    }
+
+    fn mountpoint() -> (tempfile::TempDir, PathBuf) {
         let dir = tempfile::Builder::new()
-            .prefix("pangea-tmpfs-")
+            .prefix("pangea-small-disk-")
             .tempdir()
             .expect("temp dir");
         let path = dir.path().join("data");
-        std::fs::create_dir(&path).expect("tmpfs mountpoint");
-        let ok = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(&path)
-            .status()
-            .expect("run mount")
-            .success();
-        assert!(ok, "mount -t tmpfs failed (this test needs root)");
-        Tmpfs { path, _dir: dir }
+        std::fs::create_dir(&path).expect("small disk's mountpoint");
+        (dir, path)
+    }
+
+    fn mount(args: &[&str], path: &Path) {
+        let out = Command::new("mount")
+            .args(args)
+            .arg(path)
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "mount {args:?} failed (this test needs root): {out:?}"
+        );
     }
 }
 
-impl Drop for Tmpfs {
+impl Drop for SmallDisk {
     fn drop(&mut self) {
         let ok = Command::new("umount")
             .arg(&self.path)
@@ -103,14 +135,28 @@ fn avail_bytes(path: &Path) -> u64 {
 }
 
 #[test]
-fn disk_full_gives_enospc_keeps_the_index_consistent_and_space_returns() {
-    let tmpfs = Tmpfs::new(TMPFS_SIZE);
-    let mut m = Mount::with_data_dir(&tmpfs.path);
+fn disk_full_on_tmpfs_gives_enospc_keeps_the_index_consistent_and_space_returns() {
+    fill_the_disk_and_recover(SmallDisk::tmpfs(TMPFS_SIZE));
+}
+
+#[test]
+fn disk_full_on_ext4_gives_enospc_keeps_the_index_consistent_and_space_returns() {
+    if let Some(disk) = SmallDisk::ext4(EXT4_SIZE) {
+        fill_the_disk_and_recover(disk);
+    }
+}
+
+fn fill_the_disk_and_recover(disk: SmallDisk) {
+    let mut m = Mount::with_data_dir(&disk.path);
     std::fs::write(m.scratch.join("fill.py"), FILL).expect("script");
     eprintln!(
         "free on the data dir's disk after mounting: {} bytes",
         avail_bytes(&m.data)
     );
+    // Space is set aside for the index (1/32 of the disk, at least 1 MiB).
+    let reserve = || std::fs::metadata(m.data.join("reserve")).map_or(0, |md| md.len());
+    let reserved = reserve();
+    assert!(reserved >= 1 << 20, "reserve: {reserved} bytes");
 
     // Fsynced files written before the disk fills: one to keep, one to
     // delete later (incompressible: 1 and 3 MiB of data).
@@ -159,8 +205,9 @@ fn disk_full_gives_enospc_keeps_the_index_consistent_and_space_returns() {
     let err = m.sh_fails("dd if=\"$S/fill\" of=more bs=1M skip=50 count=20 conv=fsync status=none");
     assert!(err.contains("No space left on device"), "dd said: {err}");
 
-    // The index is consistent: a remount while the disk is still full works,
-    // and the failed files' sizes match what they hold.
+    // The index is consistent: a remount while the disk is still full works
+    // (the reserve gives the index room to open), and the failed files'
+    // sizes match what they hold.
     m.remount();
     m.sh_ok("sha256sum --quiet -c \"$S/sums\" && cmp ballast \"$S/ballast\"");
     let kept_after = m.sh_ok(&check_fill);
@@ -179,6 +226,9 @@ fn disk_full_gives_enospc_keeps_the_index_consistent_and_space_returns() {
         common::MOUNT_TIMEOUT,
         || avail_bytes(&m.mnt) >= before + (3 << 20),
     );
+    // The deletions also put the reserve back, for the next time.
+    let reserve = || std::fs::metadata(m.data.join("reserve")).map_or(0, |md| md.len());
+    assert_eq!(reserve(), reserved, "reserve after the deletions");
     m.sh_ok(
         r#"
         head -c 2M "$S/fill" > "$S/again"
@@ -192,5 +242,5 @@ fn disk_full_gives_enospc_keeps_the_index_consistent_and_space_returns() {
         "sha256sum --quiet -c \"$S/sums\" && [ \"$(ls)\" = \"$(printf 'again\\nkeep\\nsmall')\" ]",
     );
     drop(m);
-    drop(tmpfs);
+    drop(disk);
 }

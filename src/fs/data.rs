@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, Sender, channel};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::encoder::JobResult;
 use super::types::{self, ChunkRef, FileKind, Inode, Time};
@@ -1625,6 +1625,15 @@ impl Fs {
         }
         if let Err(e) = self.kv.write(b, false) {
             warn!(error = %e, "GC bookkeeping failed; retried at next mount");
+        }
+        // Space came back: the index's reserve first, if it was missing.
+        if let Some(r) = &self.cfg.reserve
+            && !r.is_in_place()
+        {
+            match r.restore() {
+                Ok(()) => info!(bytes = r.bytes(), "the index's reserve is back in place"),
+                Err(e) => debug!(error = %e, "the index's reserve is not restored yet"),
+            }
         }
     }
 

@@ -70,6 +70,9 @@ pub struct FsConfig {
     /// Queue new encodings for placement on peers (`fs::replica`). Set when
     /// the node has peers; a node alone keeps the upload queue empty.
     pub upload: bool,
+    /// The data dir's space set aside for the index: restored after chunk
+    /// files are deleted, once the disk has room for it again.
+    pub reserve: Option<datadir::Reserve>,
 }
 
 impl Default for FsConfig {
@@ -85,6 +88,7 @@ impl Default for FsConfig {
             staging_dir: None,
             read_ahead: 4,
             upload: false,
+            reserve: None,
         }
     }
 }

@@ -16,7 +16,7 @@ use pangea::fs::{Fs, FsConfig};
 use pangea::store::{ChunkFiles, RocksKv};
 use pangea_mount::cli::{parse_options, preflight};
 use pangea_mount::fuse::FuseFs;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -214,7 +214,17 @@ fn serve(
             ),
             e => e.to_string(),
         })?;
-        let kv = RocksKv::open(&dir.index_dir()).map_err(|e| format!("index: {e}"))?;
+        let kv = RocksKv::open(&dir.index_dir()).map_err(|e| {
+            if e.is_no_space() {
+                format!(
+                    "index: the disk of {} is full; free some space on it (at least {} MiB) and mount again",
+                    data_dir.display(),
+                    dir.reserve.bytes() >> 20
+                )
+            } else {
+                format!("index: {e}")
+            }
+        })?;
         let chunks =
             ChunkFiles::open(&dir.chunks_dir()).map_err(|e| format!("chunk store: {e}"))?;
         let cfg = FsConfig {
@@ -222,6 +232,7 @@ fn serve(
             cache_capacity: args.cache_mib << 20,
             cache_ttl: Duration::from_secs(args.cache_ttl),
             staging_dir: Some(dir.staging_dir()),
+            reserve: Some(dir.reserve.clone()),
             ..FsConfig::default()
         };
         let ces = Ces::new(&dir.master, cfg.policy).map_err(|e| e.to_string())?;
@@ -233,6 +244,9 @@ fn serve(
             Fs::new(Arc::new(kv), chunks, ces, cfg, owner)
                 .map_err(|e| format!("opening the filesystem: {e}"))?,
         );
+        if let Err(e) = dir.reserve.restore() {
+            warn!(error = %e, bytes = dir.reserve.bytes(), "the data dir's disk is nearly full: no space set aside for the index (it is retried after deletions)");
+        }
         let mut config = fuser::Config::default();
         config.mount_options = opts.fuse.clone();
         config.acl = opts.acl;
