@@ -99,7 +99,7 @@ impl DataDir {
 #[derive(Debug, Clone)]
 pub struct Reserve {
     path: PathBuf,
-    /// Bytes to set aside (0: the disk's size was unknown).
+    /// Bytes to set aside (1 MiB where the disk's size is unknown).
     bytes: u64,
 }
 
@@ -121,8 +121,10 @@ impl Reserve {
         self.bytes
     }
 
-    /// Gives the reserve's space back to the disk.
+    /// Gives the reserve's space back to the disk (with that of a restore
+    /// a crash interrupted).
     pub fn release(&self) -> std::io::Result<()> {
+        let _ = fs::remove_file(self.path.with_extension("tmp"));
         match fs::remove_file(&self.path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
@@ -223,6 +225,8 @@ mod tests {
         assert_eq!(md.mode() & 0o777, 0o600);
         r.restore().unwrap(); // already in place: nothing to do
         drop(dd);
+        // As a crash in the middle of a restore leaves it.
+        fs::write(root.join("reserve.tmp"), b"partial").unwrap();
         // The next open gives the space back before the index opens.
         let dd = DataDir::open(&root).unwrap();
         assert!(!dd.reserve.is_in_place());

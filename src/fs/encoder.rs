@@ -211,10 +211,9 @@ impl EncodeCtx {
             Ok(Some(read)) => read,
             _ => return self.end_prefetch(&id, None),
         };
-        let ctx = self.clone();
         let job: Job = Box::new(move || {
-            let plain = ctx.ces.decode_data_shards_at(&manifest, data, start).ok();
-            ctx.end_prefetch(&id, plain);
+            let plain = self.ces.decode_data_shards_at(&manifest, data, start).ok();
+            self.end_prefetch(&id, plain);
         });
         if let Err(job) = pool.submit(job) {
             job();
