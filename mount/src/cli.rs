@@ -13,6 +13,8 @@ pub struct MountOpts {
     pub acl: SessionACL,
     pub nonempty: bool,
     pub read_only: bool,
+    /// `entry_timeout=`, `attr_timeout=`, `negative_timeout=`.
+    pub ttl: crate::fuse::Ttls,
 }
 
 /// Parses a comma-separated `-o` list (may be given several times).
@@ -59,6 +61,12 @@ pub fn parse_options(lists: &[String]) -> Result<MountOpts, String> {
                 } else if let Some(v) = other.strip_prefix("subtype=") {
                     o.fuse.retain(|m| !matches!(m, MountOption::Subtype(_)));
                     o.fuse.push(MountOption::Subtype(v.into()));
+                } else if let Some(v) = other.strip_prefix("entry_timeout=") {
+                    o.ttl.entry = seconds("entry_timeout", v)?;
+                } else if let Some(v) = other.strip_prefix("attr_timeout=") {
+                    o.ttl.attr = seconds("attr_timeout", v)?;
+                } else if let Some(v) = other.strip_prefix("negative_timeout=") {
+                    o.ttl.negative = seconds("negative_timeout", v)?;
                 } else {
                     return Err(format!("unknown mount option '{other}'"));
                 }
@@ -66,6 +74,15 @@ pub fn parse_options(lists: &[String]) -> Result<MountOpts, String> {
         }
     }
     Ok(o)
+}
+
+/// A cache lifetime in seconds (fractions allowed, as libfuse takes them).
+fn seconds(name: &str, v: &str) -> Result<std::time::Duration, String> {
+    v.parse::<f64>()
+        .ok()
+        .and_then(|s| std::time::Duration::try_from_secs_f64(s).ok())
+        .filter(|d| *d <= std::time::Duration::from_secs(u32::MAX.into()))
+        .ok_or_else(|| format!("{name}={v}: expected a number of seconds"))
 }
 
 /// Checks what must hold before mounting; the error is one line that says
@@ -171,6 +188,32 @@ mod tests {
                 .unwrap_err()
                 .contains("frobnicate")
         );
+    }
+
+    #[test]
+    fn cache_lifetimes_parse_like_libfuse_and_bad_ones_are_refused() {
+        use std::time::Duration;
+        let o =
+            parse_options(&["attr_timeout=0.5,entry_timeout=2,negative_timeout=0".into()]).unwrap();
+        assert_eq!(o.ttl.attr, Duration::from_millis(500));
+        assert_eq!(o.ttl.entry, Duration::from_secs(2));
+        assert_eq!(o.ttl.negative, Duration::ZERO);
+        assert_eq!(
+            parse_options(&[]).unwrap().ttl,
+            crate::fuse::Ttls::default()
+        );
+        for bad in [
+            "attr_timeout=-1",
+            "entry_timeout=soon",
+            "negative_timeout=1e30",
+        ] {
+            assert!(
+                parse_options(&[bad.into()])
+                    .unwrap_err()
+                    .contains("seconds"),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -18,8 +18,45 @@ use pangea::fs::xattr::{XattrMode, XattrReply};
 use pangea::fs::{Ctx, FileKind, Fs, FsError, Inode, SetAttr, SetTime, Time};
 use tracing::{debug, warn};
 
-/// How long the kernel may cache attributes and entries.
-const TTL: Duration = Duration::from_secs(1);
+/// How long the kernel may cache what the daemon tells it (`-o
+/// entry_timeout=`, `attr_timeout=`, `negative_timeout=`, in seconds, as
+/// libfuse names them).
+///
+/// Every change to the namespace and to attributes goes through this
+/// kernel, which updates or invalidates what it cached (the core has no
+/// other writer: peers hold shards, never the namespace), so the caches
+/// may live long. What the daemon changes on its own is covered too: the
+/// kernel invalidates the mode after a write that may clear setuid and
+/// the times after writes and truncates. The lifetime then only bounds how
+/// often an idle program's `stat` (`git status`, `make`, `find`, a file
+/// manager) costs a round trip.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ttls {
+    /// Names found.
+    pub entry: Duration,
+    /// Attributes.
+    pub attr: Duration,
+    /// Names found missing.
+    pub negative: Duration,
+}
+
+impl Default for Ttls {
+    fn default() -> Self {
+        Ttls {
+            entry: Duration::from_secs(60),
+            attr: Duration::from_secs(60),
+            negative: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Ttls {
+    /// For the replies that carry an entry and its attributes under one
+    /// lifetime (create, readdirplus).
+    fn both(&self) -> Duration {
+        self.entry.min(self.attr)
+    }
+}
 /// Largest write request (the kernel caps it at its max_pages).
 const MAX_WRITE: u32 = 1 << 20;
 
@@ -27,12 +64,13 @@ const MAX_WRITE: u32 = 1 << 20;
 pub struct FuseFs {
     fs: Arc<Fs>,
     releaser: Releaser,
+    ttl: Ttls,
 }
 
 impl FuseFs {
-    pub fn new(fs: Arc<Fs>) -> Self {
+    pub fn new(fs: Arc<Fs>, ttl: Ttls) -> Self {
         let releaser = Releaser::start(fs.clone());
-        FuseFs { fs, releaser }
+        FuseFs { fs, releaser, ttl }
     }
 }
 
@@ -185,11 +223,11 @@ fn set_time(t: TimeOrNow) -> SetTime {
 
 /// Replies with an entry; the kernel now holds a reference to it, which
 /// the core counts until `forget`.
-fn entry(fs: &Fs, reply: ReplyEntry, r: Result<Inode, FsError>) {
+fn entry(fs: &Fs, ttl: &Ttls, reply: ReplyEntry, r: Result<Inode, FsError>) {
     match r {
         Ok(i) => {
             fs.remember(i.ino);
-            reply.entry(&TTL, &attr(&i), Generation(0))
+            reply.entry_with_ttls(&ttl.entry, &ttl.attr, &attr(&i), Generation(0))
         }
         Err(e) => reply.error(errno(&e)),
     }
@@ -238,18 +276,23 @@ impl Filesystem for FuseFs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.fs.lookup(parent.0, name.as_bytes()) {
             // A negative entry (inode 0): the kernel caches the miss for
-            // TTL, so a program that stats a name before creating or
+            // the negative lifetime, so a program that stats a name before creating or
             // renaming onto it (rsync, editors, make) asks once. Every
             // namespace change goes through this kernel, which replaces
             // the negative dentry when the name is created.
-            Err(FsError::NotFound) => reply.entry(&TTL, &negative(), Generation(0)),
-            r => entry(&self.fs, reply, r),
+            Err(FsError::NotFound) => reply.entry_with_ttls(
+                &self.ttl.negative,
+                &self.ttl.negative,
+                &negative(),
+                Generation(0),
+            ),
+            r => entry(&self.fs, &self.ttl, reply, r),
         }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.fs.getattr(ino.0) {
-            Ok(i) => reply.attr(&TTL, &attr(&i)),
+            Ok(i) => reply.attr(&self.ttl.attr, &attr(&i)),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -282,7 +325,7 @@ impl Filesystem for FuseFs {
             ctime: ctime.map(Time::from_system),
         };
         match self.fs.setattr(&ctx(req), ino.0, &set) {
-            Ok(i) => reply.attr(&TTL, &attr(&i)),
+            Ok(i) => reply.attr(&self.ttl.attr, &attr(&i)),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -306,6 +349,7 @@ impl Filesystem for FuseFs {
     ) {
         entry(
             &self.fs,
+            &self.ttl,
             reply,
             self.fs
                 .mknod(&ctx(req), parent.0, name.as_bytes(), mode & !umask, rdev),
@@ -323,6 +367,7 @@ impl Filesystem for FuseFs {
     ) {
         entry(
             &self.fs,
+            &self.ttl,
             reply,
             self.fs
                 .mkdir(&ctx(req), parent.0, name.as_bytes(), mode & !umask),
@@ -347,6 +392,7 @@ impl Filesystem for FuseFs {
     ) {
         entry(
             &self.fs,
+            &self.ttl,
             reply,
             self.fs.symlink(
                 &ctx(req),
@@ -396,6 +442,7 @@ impl Filesystem for FuseFs {
     ) {
         entry(
             &self.fs,
+            &self.ttl,
             reply,
             self.fs.link(ino.0, newparent.0, newname.as_bytes()),
         );
@@ -545,7 +592,7 @@ impl Filesystem for FuseFs {
                 INodeNo(e.ino),
                 e.offset,
                 OsStr::from_bytes(&e.name),
-                &TTL,
+                &self.ttl.both(),
                 &attr(&i),
                 Generation(0),
             );
@@ -654,7 +701,7 @@ impl Filesystem for FuseFs {
             Ok((i, fh)) => {
                 self.fs.remember(i.ino);
                 reply.created(
-                    &TTL,
+                    &self.ttl.both(),
                     &attr(&i),
                     Generation(0),
                     FileHandle(fh),

@@ -458,6 +458,41 @@ assert os.listdir('.') == []
     m.sh_ok(&format!("python3 - <<'EOF'\n{script}\nEOF"));
 }
 
+/// The kernel keeps entries and attributes for 60 s (`fuse::Ttls`), yet
+/// every change is seen at once, including those the daemon makes by
+/// itself: a write or truncate by a user without CAP_FSETID clears setuid
+/// and setgid; sizes, times and link counts follow writes, links, renames
+/// and removals made by other processes.
+#[test]
+fn cached_attributes_follow_every_change_at_once() {
+    let m = Mount::new();
+    // The temp dir is 0700; the other user must reach the mount point.
+    let parent = m.mnt.parent().expect("mount point has a parent");
+    std::fs::set_permissions(parent, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod temp dir");
+    m.sh_ok(
+        r#"
+        as_nobody() { setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; }
+        chmod 777 .
+        echo x > f && chmod 6777 f && [ "$(stat -c %a f)" = 6777 ]
+        as_nobody sh -c 'echo more >> f'
+        [ "$(stat -c %a f)" = 777 ] && [ "$(stat -c %s f)" = 7 ]
+        chmod 6777 f && [ "$(stat -c %a f)" = 6777 ]
+        as_nobody truncate -s 1 f
+        [ "$(stat -c %a f)" = 777 ] && [ "$(stat -c %s f)" = 1 ]
+        touch -d @1000000000 f && [ "$(stat -c %Y f)" = 1000000000 ]
+        as_nobody sh -c 'printf abc >> f'
+        [ "$(stat -c %Y f)" != 1000000000 ] && [ "$(stat -c %s f)" = 4 ]
+        ln f g && [ "$(stat -c %h f)" = 2 ]
+        as_nobody mv g h && [ "$(stat -c %h f)" = 2 ] && [ -e h ] && [ ! -e g ]
+        rm h && [ "$(stat -c %h f)" = 1 ]
+        mkdir -p d && [ "$(stat -c %h d)" = 2 ] && mkdir d/e && [ "$(stat -c %h d)" = 3 ]
+        as_nobody sh -c 'echo new > n'
+        [ "$(stat -c %U n)" = nobody ] && [ "$(cat n)" = new ]
+        "#,
+    );
+}
+
 /// setfattr/getfattr: user (text, binary, 60 KB), trusted, removal, the
 /// Linux rule against user xattrs on symlinks, persistence.
 #[test]

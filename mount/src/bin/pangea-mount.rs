@@ -31,7 +31,9 @@ struct Args {
     #[arg(short = 'f', long)]
     foreground: bool,
     /// Mount options: allow_other, allow_root, ro, default_permissions,
-    /// nonempty, dev, suid, noatime, ... (comma-separated, repeatable).
+    /// nonempty, dev, suid, noatime, entry_timeout=S, attr_timeout=S,
+    /// negative_timeout=S (kernel cache lifetimes, default 60), ...
+    /// (comma-separated, repeatable).
     #[arg(short = 'o', value_name = "OPTIONS")]
     options: Vec<String>,
     /// Data dir (default: $XDG_DATA_HOME/pangea, i.e. ~/.local/share/pangea).
@@ -256,8 +258,9 @@ fn serve(
                 .max(2)
         }));
         config.clone_fd = true;
-        let mut session = fuser::Session::new(FuseFs::new(fs.clone()), mountpoint, &config)
-            .map_err(|e| format!("mounting {}: {e}", mountpoint.display()))?;
+        let mut session =
+            fuser::Session::new(FuseFs::new(fs.clone(), opts.ttl), mountpoint, &config)
+                .map_err(|e| format!("mounting {}: {e}", mountpoint.display()))?;
         let unmounter = session.unmount_callable();
         Ok((dir, fs, session, unmounter))
     })();
