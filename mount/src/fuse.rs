@@ -65,12 +65,19 @@ pub struct FuseFs {
     fs: Arc<Fs>,
     releaser: Releaser,
     ttl: Ttls,
+    /// The kernel skips opendir/releasedir once opendir answers ENOSYS.
+    no_opendir: bool,
 }
 
 impl FuseFs {
     pub fn new(fs: Arc<Fs>, ttl: Ttls) -> Self {
         let releaser = Releaser::start(fs.clone());
-        FuseFs { fs, releaser, ttl }
+        FuseFs {
+            fs,
+            releaser,
+            ttl,
+            no_opendir: false,
+        }
     }
 }
 
@@ -254,6 +261,23 @@ impl Filesystem for FuseFs {
         // (`Fs::kill_privs`): the kernel then marks inodes S_NOSEC and stops
         // asking getxattr("security.capability") before every write.
         let _ = config.add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2);
+        // Listings carry each entry's attributes when the kernel sees a
+        // program stat what it lists (`ls -l`, find, du, rsync, file
+        // managers): one request per directory block instead of a lookup
+        // per name.
+        let _ = config
+            .add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO);
+        // Lookups and listings of one directory may run together (the core
+        // reads without a lock; mutations are serialized by the core).
+        let _ = config.add_capabilities(InitFlags::FUSE_PARALLEL_DIROPS);
+        // A symlink's target never changes (a new target is a new inode):
+        // the kernel may keep it in its page cache.
+        let _ = config.add_capabilities(InitFlags::FUSE_CACHE_SYMLINKS);
+        // Directories need no open handle (listings are addressed by the
+        // directory and a stable offset): no opendir/releasedir round trips.
+        self.no_opendir = config
+            .add_capabilities(InitFlags::FUSE_NO_OPENDIR_SUPPORT)
+            .is_ok();
         let _ = config.set_max_write(MAX_WRITE);
         let _ = config.set_max_background(64);
         let _ = config.set_time_granularity(Duration::from_nanos(1));
@@ -540,6 +564,10 @@ impl Filesystem for FuseFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        if self.no_opendir {
+            // Taken by the kernel as "no opendir needed", once for all.
+            return reply.error(Errno::ENOSYS);
+        }
         match self.fs.getattr(ino.0) {
             Ok(i) if i.kind == FileKind::Dir => reply.opened(FileHandle(0), FopenFlags::empty()),
             Ok(_) => reply.error(Errno::ENOTDIR),
