@@ -118,8 +118,10 @@ pub fn preflight(mountpoint: &Path, nonempty: bool) -> Result<PathBuf, String> {
         .map_err(|e| format!("mountpoint {}: {e}", mountpoint.display()))?;
     if is_mounted(&abs) {
         // stat above may be answered from the kernel's attribute cache of a
-        // just-crashed mount; opening the directory always asks the daemon.
-        if std::fs::read_dir(&abs).is_err_and(|e| e.raw_os_error() == Some(libc::ENOTCONN)) {
+        // just-crashed mount, and opening the directory needs no daemon
+        // either (NO_OPENDIR_SUPPORT); reading it always asks the daemon.
+        let listed = std::fs::read_dir(&abs).and_then(|mut d| d.next().transpose());
+        if listed.is_err_and(|e| e.raw_os_error() == Some(libc::ENOTCONN)) {
             return Err(stale_mount(&abs));
         }
         return Err(format!(
