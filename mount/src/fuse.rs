@@ -57,6 +57,7 @@ impl Ttls {
         self.entry.min(self.attr)
     }
 }
+
 /// Largest write request (the kernel caps it at its max_pages).
 const MAX_WRITE: u32 = 1 << 20;
 
@@ -300,10 +301,10 @@ impl Filesystem for FuseFs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.fs.lookup(parent.0, name.as_bytes()) {
             // A negative entry (inode 0): the kernel caches the miss for
-            // the negative lifetime, so a program that stats a name before creating or
-            // renaming onto it (rsync, editors, make) asks once. Every
-            // namespace change goes through this kernel, which replaces
-            // the negative dentry when the name is created.
+            // the negative lifetime, so a program that stats a name before
+            // creating or renaming onto it (rsync, editors, make) asks
+            // once. Every namespace change goes through this kernel, which
+            // replaces the negative dentry when the name is created.
             Err(FsError::NotFound) => reply.entry_with_ttls(
                 &self.ttl.negative,
                 &self.ttl.negative,
