@@ -181,7 +181,8 @@ fn fill_the_disk_and_recover(disk: SmallDisk) {
 
     // What the file holds: a prefix of the data, at most what was acked.
     // (Read, not stat: the kernel may cache the size the writes announced
-    // for up to the attribute TTL; after the remount below both agree.)
+    // for up to the attribute lifetime; after the remount below both
+    // agree.)
     let check_fill = format!(
         r#"
         cat fill > "$S/got"
