@@ -1,6 +1,7 @@
 //! End-to-end: real programs on a real mount (cp, mv, ln, tar, rsync,
 //! sqlite3, git, python's mmap, editors' save-by-rename, big directories,
-//! concurrent writers, long names, unlinked-open files, xattrs, df).
+//! concurrent writers, long names, unlinked-open files, xattrs, df, cached
+//! attributes, read-only mounts).
 //!
 //! Each test mounts its own data dir; the `Mount` guard unmounts it even
 //! when the test fails. Needs /dev/fuse, fusermount3 and the tools listed in
@@ -489,6 +490,42 @@ fn cached_attributes_follow_every_change_at_once() {
         mkdir -p d && [ "$(stat -c %h d)" = 2 ] && mkdir d/e && [ "$(stat -c %h d)" = 3 ]
         as_nobody sh -c 'echo new > n'
         [ "$(stat -c %U n)" = nobody ] && [ "$(cat n)" = new ]
+        "#,
+    );
+}
+
+/// `-o ro`: the kernel mounts read-only; everything reads as before, and
+/// every kind of change fails with EROFS and changes nothing.
+#[test]
+fn read_only_mount_reads_everything_and_refuses_every_change() {
+    let mut m = Mount::new();
+    m.sh_ok(
+        r#"
+        mkdir d && echo hello > d/f && ln -s f d/l && setfattr -n user.k -v v d/f
+        head -c 5000000 /dev/urandom > big
+        sha256sum big d/f > "$S/sums"
+        "#,
+    );
+    let status = m.unmount();
+    assert!(status.success(), "unmount: {status}");
+    m.args.extend(["-o".into(), "ro".into()]);
+    m.start();
+    m.sh_ok(
+        r#"
+        sha256sum -c --quiet "$S/sums"
+        [ "$(readlink d/l)" = f ]
+        [ "$(getfattr --only-values -n user.k d/f)" = v ]
+        for cmd in "touch new" "mkdir e" "rm d/f" "mv d/f d/g" "chmod 600 d/f" \
+                   "ln d/f h" "ln -s f s" "setfattr -n user.x -v y d/f" \
+                   "truncate -s 0 d/f" "echo x >> d/f" "rmdir d"; do
+            if out=$(sh -c "$cmd" 2>&1); then echo "'$cmd' succeeded on a ro mount"; exit 1; fi
+            case "$out" in
+                *"Read-only file system"*) ;;
+                *) echo "'$cmd' failed otherwise: $out"; exit 1 ;;
+            esac
+        done
+        sha256sum -c --quiet "$S/sums"
+        [ "$(ls -A)" = "$(printf 'big\nd')" ]
         "#,
     );
 }
