@@ -275,15 +275,19 @@ fn serve(
     // Signals: SIGUSR1 empties the read cache; the others unmount, which
     // ends the session loop below.
     let sigs = *sigs;
-    let fs_sig = fs.clone();
+    // Weak: the index must close when `fs` is dropped below, before the
+    // data dir's lock is released (see there).
+    let fs_sig = Arc::downgrade(&fs);
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             loop {
                 match sigs.wait() {
                     Ok(Signal::SIGUSR1) => {
-                        fs_sig.drop_cache();
-                        info!("read cache emptied (SIGUSR1)");
+                        if let Some(fs) = fs_sig.upgrade() {
+                            fs.drop_cache();
+                            info!("read cache emptied (SIGUSR1)");
+                        }
                     }
                     Ok(sig) => {
                         info!(signal = ?sig, "unmounting");
@@ -302,7 +306,15 @@ fn serve(
     if let Err(e) = fs.sync_all() {
         error!(error = %e, "final flush failed");
     }
-    drop(fs);
+    // The index closes (RocksDB releases its own LOCK) before the data
+    // dir's lock goes: whoever takes the data dir next finds the index free,
+    // also when it starts while this process is still exiting.
+    match Arc::try_unwrap(fs) {
+        Ok(fs) => drop(fs),
+        Err(_) => {
+            warn!("the filesystem is still referenced at exit; the index closes with the process")
+        }
+    }
     drop(dir);
     info!("unmounted");
     r
