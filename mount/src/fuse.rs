@@ -80,6 +80,19 @@ impl FuseFs {
             no_opendir: false,
         }
     }
+
+    /// Replies with an entry; the kernel now holds a reference to it,
+    /// which the core counts until `forget`.
+    fn entry(&self, reply: ReplyEntry, r: Result<Inode, FsError>) {
+        match r {
+            Ok(i) => {
+                self.fs.remember(i.ino);
+                let ttl = &self.ttl;
+                reply.entry_with_ttls(&ttl.entry, &ttl.attr, &attr(&i), Generation(0))
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
 }
 
 /// Releases queued for storing.
@@ -229,18 +242,6 @@ fn set_time(t: TimeOrNow) -> SetTime {
     }
 }
 
-/// Replies with an entry; the kernel now holds a reference to it, which
-/// the core counts until `forget`.
-fn entry(fs: &Fs, ttl: &Ttls, reply: ReplyEntry, r: Result<Inode, FsError>) {
-    match r {
-        Ok(i) => {
-            fs.remember(i.ino);
-            reply.entry_with_ttls(&ttl.entry, &ttl.attr, &attr(&i), Generation(0))
-        }
-        Err(e) => reply.error(errno(&e)),
-    }
-}
-
 fn empty(reply: ReplyEmpty, r: Result<(), FsError>) {
     match r {
         Ok(()) => reply.ok(),
@@ -311,7 +312,7 @@ impl Filesystem for FuseFs {
                 &negative(),
                 Generation(0),
             ),
-            r => entry(&self.fs, &self.ttl, reply, r),
+            r => self.entry(reply, r),
         }
     }
 
@@ -372,9 +373,7 @@ impl Filesystem for FuseFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        entry(
-            &self.fs,
-            &self.ttl,
+        self.entry(
             reply,
             self.fs
                 .mknod(&ctx(req), parent.0, name.as_bytes(), mode & !umask, rdev),
@@ -390,9 +389,7 @@ impl Filesystem for FuseFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        entry(
-            &self.fs,
-            &self.ttl,
+        self.entry(
             reply,
             self.fs
                 .mkdir(&ctx(req), parent.0, name.as_bytes(), mode & !umask),
@@ -415,9 +412,7 @@ impl Filesystem for FuseFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        entry(
-            &self.fs,
-            &self.ttl,
+        self.entry(
             reply,
             self.fs.symlink(
                 &ctx(req),
@@ -465,12 +460,7 @@ impl Filesystem for FuseFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        entry(
-            &self.fs,
-            &self.ttl,
-            reply,
-            self.fs.link(ino.0, newparent.0, newname.as_bytes()),
-        );
+        self.entry(reply, self.fs.link(ino.0, newparent.0, newname.as_bytes()));
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
