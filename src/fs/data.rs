@@ -651,14 +651,6 @@ impl Fs {
     /// Makes the given chunk files durable: one fsync each, or one syncfs of
     /// the data dir's filesystem when there are many.
     fn sync_chunk_files(&self, blobs: &[[u8; 32]]) -> FsResult<()> {
-        const SYNCFS_ABOVE: usize = 16;
-        if blobs.len() > SYNCFS_ABOVE {
-            let dir = std::fs::File::open(self.chunks.dir())
-                .map_err(|e| FsError::from(StoreError::from(e)))?;
-            nix::unistd::syncfs(&dir)
-                .map_err(|e| FsError::from(StoreError::from(std::io::Error::from(e))))?;
-            return Ok(());
-        }
         for blob in blobs {
             self.chunks.sync(blob)?;
         }

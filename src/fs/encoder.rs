@@ -19,13 +19,13 @@ use super::data::{ChunkRecord, Counters, LOC_FILE, LOC_INLINE, Prepared, Stored,
 use super::{FsError, FsResult};
 use crate::cache::{ChunkCache, Plain};
 use crate::ces::{Ces, Hint, Manifest, ShardParams};
-use crate::store::{Batch, Cf, ChunkFiles, Kv};
+use crate::store::{Batch, Cf, ChunkFiles, ChunkStore, Kv};
 
 /// What an encoding job needs, shared by the pool and the FUSE threads.
 pub(crate) struct EncodeCtx {
     pub(crate) ces: Arc<Ces>,
     pub(crate) kv: Arc<dyn Kv>,
-    pub(crate) chunks: Arc<ChunkFiles>,
+    pub(crate) chunks: Arc<dyn ChunkStore>,
     pub(crate) stats: Arc<Counters>,
     pub(crate) shard_params: ShardParams,
     pub(crate) inline_max: usize,

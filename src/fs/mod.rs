@@ -23,6 +23,7 @@ mod data;
 pub mod datadir;
 mod encoder;
 pub mod error;
+pub mod fsck;
 mod namespace;
 pub mod replica;
 pub mod types;
@@ -35,7 +36,7 @@ use std::time::Duration;
 
 use crate::cache::{CacheStats, ChunkCache};
 use crate::ces::{Ces, CompressionPolicy, ShardParams};
-use crate::store::{Batch, Cf, ChunkFiles, CountingKv, Kv};
+use crate::store::{Batch, Cf, ChunkStore, CountingKv, Kv};
 
 pub use data::{DataStats, ReadData};
 pub use error::{FsError, FsResult};
@@ -182,7 +183,7 @@ pub struct Fs {
     /// The same store, for its write count (what open files' cached inode
     /// and extents are checked against).
     counted: Arc<CountingKv>,
-    chunks: Arc<ChunkFiles>,
+    chunks: Arc<dyn ChunkStore>,
     /// CES and the handles the encoder pool's jobs share.
     enc: Arc<encoder::EncodeCtx>,
     /// Reads the shards of chunks decoded ahead of sequential readers, and
@@ -231,7 +232,7 @@ impl Fs {
     /// crash interrupted (orphans, pending chunk deletions).
     pub fn new(
         kv: Arc<dyn Kv>,
-        chunks: ChunkFiles,
+        chunks: Arc<dyn ChunkStore>,
         ces: Ces,
         cfg: FsConfig,
         root_owner: (u32, u32),
@@ -247,7 +248,6 @@ impl Fs {
             None => types::ROOT_INO + 1,
         };
         let cache = Arc::new(ChunkCache::new(cfg.cache_capacity, cfg.cache_ttl));
-        let chunks = Arc::new(chunks);
         let ces = Arc::new(ces);
         let stats = Arc::new(data::Counters::default());
         let enc = Arc::new(encoder::EncodeCtx {

@@ -37,7 +37,7 @@ fn open(kv: &Arc<MemKv>, dir: &tempfile::TempDir, cfg: FsConfig) -> Fs {
         CompressionPolicy::default(),
     )
     .unwrap();
-    Fs::new(kv.clone(), chunks, ces, cfg, (0, 0)).unwrap()
+    Fs::new(kv.clone(), Arc::new(chunks), ces, cfg, (0, 0)).unwrap()
 }
 
 fn setup() -> T {

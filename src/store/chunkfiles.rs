@@ -525,6 +525,49 @@ impl ChunkFiles {
     }
 }
 
+impl super::ChunkStore for ChunkFiles {
+    fn write(&self, id: &[u8; 32], bytes: &[u8], sync: bool) -> Result<(), StoreError> {
+        ChunkFiles::write(self, id, bytes, sync)
+    }
+
+    fn read_prefix_at(
+        &self,
+        id: &[u8; 32],
+        len: usize,
+        buf: Vec<u8>,
+    ) -> Result<Option<(Vec<u8>, usize)>, StoreError> {
+        ChunkFiles::read_prefix_at(self, id, len, buf)
+    }
+
+    fn read_all(&self, id: &[u8; 32]) -> Result<Option<Vec<u8>>, StoreError> {
+        ChunkFiles::read_all(self, id)
+    }
+
+    fn delete(&self, id: &[u8; 32]) -> Result<bool, StoreError> {
+        ChunkFiles::delete(self, id)
+    }
+
+    fn sync(&self, id: &[u8; 32]) -> Result<bool, StoreError> {
+        ChunkFiles::sync(self, id)
+    }
+
+    fn sync_dir(&self, id: &[u8; 32]) -> Result<(), StoreError> {
+        ChunkFiles::sync_dir(self, id)
+    }
+
+    fn visit(&self, visit: &mut dyn FnMut(&[u8; 32], u64) -> bool) -> Result<(), StoreError> {
+        ChunkFiles::visit(self, visit)
+    }
+
+    fn disk_usage(&self) -> Result<DiskUsage, StoreError> {
+        ChunkFiles::disk_usage(self)
+    }
+
+    fn will_need(&self, id: &[u8; 32], len: u64) {
+        ChunkFiles::will_need(self, id, len)
+    }
+}
+
 /// Fills the temp file, fdatasyncs it if `sync`, closes it and renames it to
 /// `target`.
 fn fill_and_rename(

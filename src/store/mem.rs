@@ -34,6 +34,14 @@ impl MemKv {
         MemKv::default()
     }
 
+    /// A copy of the store as it is now (copy-on-write: cheap until either
+    /// side writes).
+    pub fn snapshot(&self) -> MemKv {
+        MemKv {
+            maps: Mutex::new(self.lock().clone()),
+        }
+    }
+
     /// The number of entries in `cf`.
     pub fn len(&self, cf: Cf) -> usize {
         self.lock()[cf.index()].len()

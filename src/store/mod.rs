@@ -30,6 +30,7 @@ pub mod lock;
 pub mod mem;
 #[cfg(feature = "rocksdb")]
 pub mod rocks;
+pub mod sim;
 
 #[cfg(all(test, feature = "rocksdb"))]
 mod conformance;
@@ -41,6 +42,7 @@ use std::sync::Arc;
 pub use chunkfiles::{ChunkFiles, DiskUsage};
 pub use lock::DataDirLock;
 pub use mem::MemKv;
+pub use sim::{SimChunks, SimDisk, SimKv};
 #[cfg(feature = "rocksdb")]
 pub use rocks::{RocksKv, SCHEMA_KEY, SCHEMA_VERSION};
 
@@ -294,6 +296,43 @@ impl<K: Kv + ?Sized> Kv for Arc<K> {
     fn sync(&self) -> Result<(), StoreError> {
         (**self).sync()
     }
+}
+
+/// Whole files of encoded shards named by a 32-byte id: the seam between
+/// the layers above and the disk. [`ChunkFiles`] is the real one;
+/// [`sim::SimChunks`] simulates a disk that loses unsynced writes at a power
+/// cut (the power-loss tests).
+///
+/// Contract (the one [`ChunkFiles`] documents): a file is absent or
+/// complete while the process runs; `write(.., sync = true)` returns once
+/// the bytes and the name are durable; `delete` is durable after
+/// `sync_dir`; after a power cut, an unsynced file may be absent, hold its
+/// old bytes, its new bytes, or be torn.
+pub trait ChunkStore: Send + Sync + 'static {
+    /// Writes `bytes` as the whole file of `id`, replacing any earlier one.
+    fn write(&self, id: &[u8; 32], bytes: &[u8], sync: bool) -> Result<(), StoreError>;
+    /// The first `len` bytes of the file of `id` in `buf[start..]` of the
+    /// returned `(buf, start)`; None when there is no such file.
+    fn read_prefix_at(
+        &self,
+        id: &[u8; 32],
+        len: usize,
+        buf: Vec<u8>,
+    ) -> Result<Option<(Vec<u8>, usize)>, StoreError>;
+    /// The whole file of `id`, or None.
+    fn read_all(&self, id: &[u8; 32]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Removes the file of `id`; false if there was none.
+    fn delete(&self, id: &[u8; 32]) -> Result<bool, StoreError>;
+    /// Makes the file of `id` (bytes and name) durable; false if absent.
+    fn sync(&self, id: &[u8; 32]) -> Result<bool, StoreError>;
+    /// Makes earlier creations and deletions next to `id` durable.
+    fn sync_dir(&self, id: &[u8; 32]) -> Result<(), StoreError>;
+    /// Every file (id, length) until `visit` returns false.
+    fn visit(&self, visit: &mut dyn FnMut(&[u8; 32], u64) -> bool) -> Result<(), StoreError>;
+    /// Space of the disk holding the files.
+    fn disk_usage(&self) -> Result<DiskUsage, StoreError>;
+    /// A hint that the first `len` bytes of `id` are about to be read.
+    fn will_need(&self, _id: &[u8; 32], _len: u64) {}
 }
 
 /// Why a store operation failed.

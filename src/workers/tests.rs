@@ -113,7 +113,7 @@ fn fs_and_kv(upload: bool, dir: &tempfile::TempDir) -> (Arc<Fs>, Arc<MemKv>) {
     )
     .unwrap();
     let kv = Arc::new(MemKv::new());
-    let fs = Arc::new(Fs::new(kv.clone(), chunks, ces, cfg, (0, 0)).unwrap());
+    let fs = Arc::new(Fs::new(kv.clone(), Arc::new(chunks), ces, cfg, (0, 0)).unwrap());
     (fs, kv)
 }
 

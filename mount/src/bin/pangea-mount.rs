@@ -243,7 +243,7 @@ fn serve(
             nix::unistd::getgid().as_raw(),
         );
         let fs = Arc::new(
-            Fs::new(Arc::new(kv), chunks, ces, cfg, owner)
+            Fs::new(Arc::new(kv), Arc::new(chunks), ces, cfg, owner)
                 .map_err(|e| format!("opening the filesystem: {e}"))?,
         );
         if let Err(e) = dir.reserve.restore() {
