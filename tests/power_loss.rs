@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use pangea::ces::{Ces, CompressionPolicy, MasterKey, ShardParams};
-use pangea::fs::{Ctx, Fs, FsConfig, RenameFlags, ROOT_INO, SetAttr};
+use pangea::fs::{Ctx, Fs, FsConfig, ROOT_INO, RenameFlags, SetAttr};
 use pangea::store::SimDisk;
 use pangea::store::sim::Rng;
 
@@ -41,8 +41,11 @@ fn cfg() -> FsConfig {
 }
 
 fn open(disk: &SimDisk) -> Result<Fs, String> {
-    let ces = Ces::new(&MasterKey::from_bytes([7; 32]), CompressionPolicy::default())
-        .map_err(|e| e.to_string())?;
+    let ces = Ces::new(
+        &MasterKey::from_bytes([7; 32]),
+        CompressionPolicy::default(),
+    )
+    .map_err(|e| e.to_string())?;
     Fs::new(disk.kv(), disk.chunks(), ces, cfg(), (0, 0)).map_err(|e| e.to_string())
 }
 
@@ -101,7 +104,9 @@ fn data(rng: &mut Rng, len: usize) -> Vec<u8> {
     match rng.below(3) {
         0 => {
             // Compressible text-like bytes.
-            let pat: Vec<u8> = (0..1 + rng.below(16)).map(|_| b'a' + rng.below(26) as u8).collect();
+            let pat: Vec<u8> = (0..1 + rng.below(16))
+                .map(|_| b'a' + rng.below(26) as u8)
+                .collect();
             for (i, b) in v.iter_mut().enumerate() {
                 *b = pat[i % pat.len()];
             }
@@ -204,9 +209,17 @@ fn step(fs: &Fs, m: &mut Model, rng: &mut Rng, names: &[String]) -> Result<(), S
             let content = m.files[src].cur().clone();
             let ino = m.files[f].ino;
             m.push_version(f, Vec::new());
-            fs.setattr(&ctx, ino, &SetAttr { size: Some(0), ..SetAttr::default() })
-                .map_err(|e| e.to_string())?;
-            m.log.push(format!("  cp {other} ({} bytes)", content.len()));
+            fs.setattr(
+                &ctx,
+                ino,
+                &SetAttr {
+                    size: Some(0),
+                    ..SetAttr::default()
+                },
+            )
+            .map_err(|e| e.to_string())?;
+            m.log
+                .push(format!("  cp {other} ({} bytes)", content.len()));
             write_at(fs, m, f, 0, &content)
         }
         32..=39 => {
@@ -220,8 +233,15 @@ fn step(fs: &Fs, m: &mut Model, rng: &mut Rng, names: &[String]) -> Result<(), S
             v.resize(new as usize, 0);
             m.push_version(f, v);
             m.log.push(format!("  truncate {new}"));
-            fs.setattr(&ctx, ino, &SetAttr { size: Some(new), ..SetAttr::default() })
-                .map_err(|e| e.to_string())?;
+            fs.setattr(
+                &ctx,
+                ino,
+                &SetAttr {
+                    size: Some(new),
+                    ..SetAttr::default()
+                },
+            )
+            .map_err(|e| e.to_string())?;
             Ok(())
         }
         40..=45 => {
@@ -319,7 +339,10 @@ fn fits(file: &ModelFile, got: &[u8]) -> Result<(), String> {
     }
     let max = candidates.iter().map(Vec::len).max().unwrap_or(0);
     if got.len() > max {
-        return Err(format!("{} bytes, longer than any version ({max})", got.len()));
+        return Err(format!(
+            "{} bytes, longer than any version ({max})",
+            got.len()
+        ));
     }
     for (i, b) in got.iter().enumerate() {
         if !candidates.iter().any(|v| v.get(i) == Some(b)) {
@@ -348,10 +371,18 @@ fn check(fs: &Fs, models: &[Model]) -> Result<(), String> {
                 return Err(format!("{name} is gone, but it was fsynced as present"));
             };
             let got = fs
-                .read(inode.ino, 0, u32::try_from(inode.size).map_err(|e| e.to_string())?)
+                .read(
+                    inode.ino,
+                    0,
+                    u32::try_from(inode.size).map_err(|e| e.to_string())?,
+                )
                 .map_err(|e| format!("{name}: read fails after recovery: {e}"))?;
             if got.len() as u64 != inode.size {
-                return Err(format!("{name}: size {} but read {}", inode.size, got.len()));
+                return Err(format!(
+                    "{name}: size {} but read {}",
+                    inode.size,
+                    got.len()
+                ));
             }
             let mut why = Vec::new();
             for f in candidates.iter().flatten() {
@@ -403,7 +434,10 @@ fn run_case(seed: u64) -> Result<(), String> {
     };
     let all_names: Vec<String> = (0..NAMES).map(|i| format!("f{i}")).collect();
     let groups: Vec<Vec<String>> = if concurrent {
-        vec![all_names[..NAMES / 2].to_vec(), all_names[NAMES / 2..].to_vec()]
+        vec![
+            all_names[..NAMES / 2].to_vec(),
+            all_names[NAMES / 2..].to_vec(),
+        ]
     } else {
         vec![all_names.clone()]
     };

@@ -60,8 +60,13 @@ pub(crate) struct OpenFile {
     dirty_bytes: usize,
     /// After a truncate: extents from this slot on are to be dropped.
     drop_from: Option<u64>,
-    /// Chunk files written since the last fsync.
-    unsynced: Vec<[u8; 32]>,
+    /// After a punched hole: extents of these slots (start..end) are to be
+    /// dropped.
+    holes: Vec<(u64, u64)>,
+    /// After a re-cut (see `shrink_chunks_of_small_synced_file`): the new
+    /// chunk size, stored by the commit that stores the re-cut slots, in
+    /// the same batch. The file's slots are counted in it meanwhile.
+    recut: Option<u32>,
     /// Slots handed to the encoder pool, by slot: their plaintext, for reads.
     inflight: BTreeMap<u64, Plain>,
     /// Jobs not yet collected from `results`.
@@ -106,6 +111,18 @@ pub(crate) struct OpenEntry {
 impl OpenFile {
     fn a(&self) -> MutexGuard<'_, Pending> {
         self.attrs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The size of this file's slots: the stored one, or a re-cut's.
+    fn chunk_size(&self, inode: &Inode) -> u64 {
+        u64::from(self.recut.unwrap_or(inode.chunk_size).max(1))
+    }
+
+    /// Is the stored extent of slot `index` about to be dropped (truncated
+    /// away, punched, re-cut)? Such a slot is a hole until then.
+    fn dropped(&self, index: u64) -> bool {
+        self.drop_from.is_some_and(|d| index >= d)
+            || self.holes.iter().any(|&(a, b)| (a..b).contains(&index))
     }
 
     /// Writes a whole slot to the staging file.
@@ -372,6 +389,15 @@ impl Stored {
     }
 }
 
+/// How an attempt to commit ended.
+enum Commit {
+    /// Stored; these chunk files are to be deleted once the batch is durable.
+    Done(Vec<[u8; 32]>),
+    /// Chunks deduplicated against records deleted since: encode them, then
+    /// try again.
+    Vanished(Vec<[u8; 32]>),
+}
+
 /// A chunk ready to be referenced by a flush.
 pub(crate) struct Prepared {
     pub(crate) index: u64,
@@ -500,7 +526,7 @@ impl Fs {
         let ino = self.handle_ino(fh)?;
         if let Some(s) = self.existing_state(ino) {
             let mut st = lock(&s);
-            self.flush_file(ino, &mut st, false)?;
+            self.flush_file(ino, &mut st)?;
         }
         Ok(())
     }
@@ -533,7 +559,7 @@ impl Fs {
             return Ok(());
         };
         let mut st = lock(&s);
-        let flushed = self.flush_file(ino, &mut st, false);
+        let flushed = self.flush_file(ino, &mut st);
         // The count and the removal under the table's lock: an open waiting
         // for this file's lock then finds the entry gone and starts afresh
         // (`count_open`).
@@ -566,29 +592,40 @@ impl Fs {
     }
 
     /// fsync(2): data and metadata durable on local disk before returning.
-    /// Order: chunk files first, then the index batch that names them (WAL
-    /// sync), then the deletion of files the batch unreferenced.
+    /// Every chunk file is durable before any index batch names it (see
+    /// `EncodeCtx::encode_and_store`), so storing the file's buffers and
+    /// syncing the index's log is enough, whoever wrote the chunks (this
+    /// handle, an earlier release, a deduplicated copy). Then the chunk
+    /// files that batches now durable unreferenced are deleted.
     pub fn fsync(&self, ino: u64) -> FsResult<()> {
         if let Some(s) = self.existing_state(ino) {
             let mut st = lock(&s);
             self.shrink_chunks_of_small_synced_file(ino, &mut st)?;
-            self.flush_file(ino, &mut st, false)?;
-            let unsynced = std::mem::take(&mut st.unsynced);
-            if let Err(e) = self.sync_chunk_files(&unsynced) {
-                st.unsynced = unsynced;
-                return Err(e);
-            }
+            self.flush_file(ino, &mut st)?;
         }
+        self.sync_index()
+    }
+
+    /// Syncs the index's log, then deletes the chunk files whose
+    /// unreferencing batches that sync made durable.
+    fn sync_index(&self) -> FsResult<()> {
+        let upto = self.counted.writes();
         self.kv.sync()?;
-        self.collect_garbage(true);
+        self.collect_garbage(Some(upto));
         Ok(())
     }
 
     /// A file fsynced while still small is a database or a log: its commits
     /// rewrite its last chunk each time, so it gets small chunks
-    /// (`SYNCED_CHUNK_SIZE`): the whole file is re-cut once, here.
+    /// (`SYNCED_CHUNK_SIZE`): the whole file is re-cut once, here, into
+    /// write buffers that the caller's flush stores in one batch with the
+    /// new chunk size (a failure leaves the file as it was, its content
+    /// buffered).
     fn shrink_chunks_of_small_synced_file(&self, ino: u64, st: &mut OpenFile) -> FsResult<()> {
         self.drain(ino, st, true)?;
+        if st.recut.is_some() {
+            return Ok(()); // re-cut already, not stored yet
+        }
         let inode = self.load(ino)?;
         let size = st.a().size.unwrap_or(inode.size);
         if inode.kind != FileKind::File
@@ -598,23 +635,20 @@ impl Fs {
             return Ok(());
         }
         let content = self.read_in(ino, Some(&mut *st), 0, size)?.into_vec();
-        // Drop every buffer and extent, switch the chunk size, and buffer
-        // the content again in the new slots (committed by the caller).
-        self.flush_staged(ino, st)?;
+        // Every buffer (staged ones too) is in `content`: drop them, and
+        // buffer the content again in the new slots.
+        st.staged.clear();
+        if let Some(f) = &st.staging {
+            let _ = f.set_len(0);
+        }
         for (_, buf) in std::mem::take(&mut st.dirty) {
             self.dirty_total
                 .fetch_sub(buf.len() as u64, Ordering::Relaxed);
         }
         st.dirty_bytes = 0;
-        {
-            let _g = self.lock_ns();
-            let mut inode = self.load(ino)?;
-            inode.chunk_size = SYNCED_CHUNK_SIZE;
-            let mut b = Batch::new();
-            self.put_inode(&mut b, &inode);
-            self.kv.write(b, false)?;
-        }
+        st.recut = Some(SYNCED_CHUNK_SIZE);
         st.drop_from = Some(0);
+        st.holes.clear();
         let cs = SYNCED_CHUNK_SIZE as usize;
         for (i, piece) in content.chunks(cs).enumerate() {
             st.dirty_bytes += piece.len();
@@ -627,7 +661,8 @@ impl Fs {
     }
 
     /// Flushes every open file's buffers and makes everything durable
-    /// (syncfs, fsyncdir, unmount).
+    /// (syncfs, fsyncdir, unmount). Files no longer open have nothing
+    /// buffered: their chunk files were durable before their batches.
     pub(super) fn flush_all(&self) -> FsResult<()> {
         let states: Vec<(u64, Arc<Mutex<OpenFile>>)> = self
             .open
@@ -636,25 +671,11 @@ impl Fs {
             .iter()
             .map(|(k, v)| (*k, v.state.clone()))
             .collect();
-        let mut unsynced = Vec::new();
         for (ino, s) in states {
             let mut st = lock(&s);
-            self.flush_file(ino, &mut st, false)?;
-            unsynced.append(&mut st.unsynced);
+            self.flush_file(ino, &mut st)?;
         }
-        self.sync_chunk_files(&unsynced)?;
-        self.kv.sync()?;
-        self.collect_garbage(true);
-        Ok(())
-    }
-
-    /// Makes the given chunk files durable: one fsync each, or one syncfs of
-    /// the data dir's filesystem when there are many.
-    fn sync_chunk_files(&self, blobs: &[[u8; 32]]) -> FsResult<()> {
-        for blob in blobs {
-            self.chunks.sync(blob)?;
-        }
-        Ok(())
+        self.sync_index()
     }
 
     fn extent(&self, ino: u64, index: u64) -> FsResult<Option<ChunkRef>> {
@@ -662,6 +683,16 @@ impl Fs {
             Some(v) => Ok(Some(ChunkRef::decode(&v)?)),
             None => Ok(None),
         }
+    }
+
+    /// What slot `index` of an open file holds under its buffers: the
+    /// stored chunk, or nothing if the slot is a hole or about to be
+    /// dropped.
+    fn slot_base(&self, ino: u64, st: &OpenFile, index: u64) -> FsResult<Plain> {
+        if st.dropped(index) {
+            return Ok(Arc::new(Vec::new()));
+        }
+        self.stored_slot(ino, index)
     }
 
     /// The stored plaintext of slot `index` (empty for a hole).
@@ -721,7 +752,10 @@ impl Fs {
             return Ok(ReadData::Owned(Vec::new()));
         }
         let end = file_size.min(offset.saturating_add(size));
-        let cs = u64::from(inode.chunk_size.max(1));
+        let cs = match guard.as_deref() {
+            Some(g) => g.chunk_size(&inode),
+            None => u64::from(inode.chunk_size.max(1)),
+        };
         // Within one slot, the reply can share a stored chunk's buffer.
         let one_slot = offset / cs == (end - 1) / cs;
         let mut shared = None;
@@ -743,7 +777,9 @@ impl Fs {
                 (None, Some(buf), _) => buf,
                 (None, None, Some(buf)) => buf,
                 (None, None, None) => {
+                    let dropped = guard.as_deref().is_some_and(|g| g.dropped(index));
                     let r = match extents.get(&index) {
+                        _ if dropped => None,
                         Some(r) => *r,
                         None => {
                             let r = self.extent(ino, index)?;
@@ -828,7 +864,7 @@ impl Fs {
             FileKind::Dir => return Err(FsError::IsDir),
             _ => return Err(FsError::Invalid),
         }
-        let cs = u64::from(inode.chunk_size.max(1));
+        let cs = st.chunk_size(&inode);
         let mut pos = offset;
         let mut src = data;
         let mut full = Vec::new();
@@ -849,7 +885,7 @@ impl Fs {
                 } else if let Some(p) = st.inflight.get(&index) {
                     p.to_vec()
                 } else {
-                    self.stored_slot(ino, index)?.to_vec()
+                    self.slot_base(ino, &st, index)?.to_vec()
                 };
                 if within == 0 && n >= 128 << 10 {
                     // A large write at a slot's start (a sequential writer):
@@ -896,14 +932,14 @@ impl Fs {
             if self.cfg.staging_dir.is_some() {
                 self.spill(&mut st, cs)?;
             } else {
-                self.flush_file(ino, &mut st, false)?;
+                self.flush_file(ino, &mut st)?;
             }
         } else if !full.is_empty() {
             self.submit_slots(&inode, &mut st, &full);
         }
         if st.a().opens == 0 {
             // A write without an open handle (internal callers): persist now.
-            self.flush_file(ino, &mut st, false)?;
+            self.flush_file(ino, &mut st)?;
             drop(st);
             self.forget_if_closed(ino);
         }
@@ -940,7 +976,9 @@ impl Fs {
         }
         self.drain(ino, &mut st, true)?;
         self.flush_staged(ino, &mut st)?;
-        let cs = u64::from(inode.chunk_size.max(1));
+        // Loaded again: the commits above may have stored a re-cut.
+        let inode = self.load(ino)?;
+        let cs = st.chunk_size(&inode);
         let keep = size.div_ceil(cs);
         let dropped: Vec<u64> = st.dirty.range(keep..).map(|(k, _)| *k).collect();
         for k in dropped {
@@ -954,7 +992,7 @@ impl Fs {
         if within > 0 {
             let last = size / cs;
             if !st.dirty.contains_key(&last) {
-                let stored = self.stored_slot(ino, last)?;
+                let stored = self.slot_base(ino, &st, last)?;
                 if stored.len() > within {
                     let buf = stored[..within].to_vec();
                     st.dirty_bytes += buf.len();
@@ -980,7 +1018,7 @@ impl Fs {
             a.mtime = Some(now);
             a.ctime = Some(now);
         }
-        self.flush_file(ino, &mut st, false)?;
+        self.flush_file(ino, &mut st)?;
         if st.a().opens == 0 {
             drop(st);
             self.forget_if_closed(ino);
@@ -1007,25 +1045,79 @@ impl Fs {
             return Ok(());
         }
         if mode == FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE {
-            let size = self.getattr(ino)?.size;
-            let end = end.min(size);
-            let mut pos = offset;
-            const ZEROS: usize = 1 << 20;
-            let zeros = vec![0u8; ZEROS];
-            while pos < end {
-                let n = ((end - pos) as usize).min(ZEROS);
-                self.write(ino, pos, &zeros[..n])?;
-                pos += n as u64;
-            }
-            return Ok(());
+            return self.punch_hole(ino, offset, end);
         }
         Err(FsError::NotSupported)
     }
 
+    /// fallocate(PUNCH_HOLE): bytes `offset..end` (within the size) read as
+    /// zeros. The slots the range covers whole lose their extents and
+    /// buffers (one batch, whatever the range: the work is the extents that
+    /// exist, never the range's length); the at most two slots it covers in
+    /// part get zeros written.
+    fn punch_hole(&self, ino: u64, offset: u64, end: u64) -> FsResult<()> {
+        let (head, tail) = {
+            let s = self.state(ino);
+            let mut st = lock(&s);
+            self.drain(ino, &mut st, true)?;
+            let inode = self.load(ino)?;
+            match inode.kind {
+                FileKind::File => {}
+                FileKind::Dir => return Err(FsError::IsDir),
+                _ => return Err(FsError::Invalid),
+            }
+            let size = st.a().size.unwrap_or(inode.size);
+            let end = end.min(size);
+            if offset >= end {
+                return Ok(());
+            }
+            let cs = st.chunk_size(&inode);
+            let first = offset.div_ceil(cs);
+            // The last slot ends at the file's size.
+            let last = if end == size {
+                end.div_ceil(cs)
+            } else {
+                end / cs
+            };
+            if first < last {
+                let gone: Vec<u64> = st.dirty.range(first..last).map(|(k, _)| *k).collect();
+                for k in gone {
+                    if let Some(buf) = st.dirty.remove(&k) {
+                        st.dirty_bytes -= buf.len();
+                        self.dirty_total
+                            .fetch_sub(buf.len() as u64, Ordering::Relaxed);
+                    }
+                }
+                let staged: Vec<u64> = st.staged.range(first..last).map(|(k, _)| *k).collect();
+                for k in staged {
+                    st.staged.remove(&k);
+                }
+                st.holes.push((first, last));
+                let now = Time::now();
+                {
+                    let mut a = st.a();
+                    a.mtime = Some(now);
+                    a.ctime = Some(now);
+                }
+                self.flush_file(ino, &mut st)?;
+            }
+            let full_start = first.saturating_mul(cs);
+            let full_end = last.saturating_mul(cs).max(full_start);
+            let head = (offset, end.min(full_start));
+            let tail = (offset.max(full_end), end);
+            (head, tail)
+        };
+        for (from, to) in [head, tail] {
+            if from < to {
+                self.write(ino, from, &vec![0u8; (to - from) as usize])?;
+            }
+        }
+        Ok(())
+    }
+
     /// Encodes and stores every buffered slot of `ino`, and writes its size
-    /// and times. With `sync`, chunk files are fsynced and the batch is
-    /// written with a WAL sync.
-    pub(super) fn flush_file(&self, ino: u64, st: &mut OpenFile, sync: bool) -> FsResult<()> {
+    /// and times.
+    pub(super) fn flush_file(&self, ino: u64, st: &mut OpenFile) -> FsResult<()> {
         self.drain(ino, st, true)?;
         let all: Vec<u64> = st.dirty.keys().copied().collect();
         self.flush_slots(ino, st, &all)?;
@@ -1034,10 +1126,10 @@ impl Fs {
             let a = st.a();
             a.size.is_none() && a.mtime.is_none()
         };
-        if nothing && st.drop_from.is_none() {
+        if nothing && st.drop_from.is_none() && st.holes.is_empty() && st.recut.is_none() {
             return Ok(());
         }
-        self.commit(ino, st, Vec::new(), sync)
+        self.commit(ino, st, Vec::new())
     }
 
     /// Encodes and stores the given buffered slots.
@@ -1068,13 +1160,11 @@ impl Fs {
                 return Err(e);
             }
         };
-        st.unsynced
-            .extend(prepared.iter().filter_map(|p| p.encoded.as_ref()?.file()));
         let kept: Vec<(u64, Plain)> = prepared
             .iter()
             .map(|p| (p.index, p.plain.clone()))
             .collect();
-        if let Err(e) = self.commit(ino, st, prepared, false) {
+        if let Err(e) = self.commit(ino, st, prepared) {
             for (index, plain) in kept {
                 self.redirty(st, index, plain);
             }
@@ -1117,7 +1207,7 @@ impl Fs {
                 .try_clone()
                 .map_err(|e| FsError::from(StoreError::from(e)))?;
             let inode = self.load(ino)?;
-            let cs = u64::from(inode.chunk_size.max(1));
+            let cs = st.chunk_size(&inode);
             let batch: Vec<(u64, usize)> = st
                 .staged
                 .iter()
@@ -1199,7 +1289,7 @@ impl Fs {
             let tx = tx.clone();
             let name = inode.ino.to_string();
             let job = Box::new(move || {
-                let _ = tx.send(enc.prepare_one(index, plain, &name));
+                let _ = tx.send(enc.prepare_guarded(index, plain, &name));
             });
             if let Err(job) = self.pool.submit(job) {
                 job();
@@ -1243,10 +1333,8 @@ impl Fs {
             first_err.get_or_insert(e);
         }
         if !done.is_empty() {
-            st.unsynced
-                .extend(done.iter().filter_map(|p| p.encoded.as_ref()?.file()));
             let kept: Vec<(u64, Plain)> = done.iter().map(|p| (p.index, p.plain.clone())).collect();
-            let committed = self.commit(ino, st, done, false);
+            let committed = self.commit(ino, st, done);
             for (index, plain) in kept {
                 self.settle_inflight(st, index, &plain);
                 if committed.is_err() {
@@ -1297,7 +1385,7 @@ impl Fs {
             let tx = tx.clone();
             let name = name.clone();
             let job: Box<dyn FnOnce() + Send> = Box::new(move || {
-                let _ = tx.send(enc.prepare_one(index, Arc::new(buf), &name));
+                let _ = tx.send(enc.prepare_guarded(index, Arc::new(buf), &name));
             });
             if let Err(job) = self.pool.submit(job) {
                 job();
@@ -1342,170 +1430,236 @@ impl Fs {
         }
     }
 
-    /// One batch: new extents, refcounts, dropped extents, the inode.
-    fn commit(
+    /// One batch: new extents, refcounts, dropped extents, the inode (with
+    /// a re-cut's chunk size). No encoding, fsync or scan of the file runs
+    /// under `ns`: extents to drop are listed first, under the file's lock
+    /// (every other change to this file's extents takes it too, or deletes
+    /// the inode, which the batch then finds); a chunk deduplicated against
+    /// a record deleted since is encoded with `ns` released, and the batch
+    /// is made again.
+    fn commit(&self, ino: u64, st: &mut OpenFile, mut prepared: Vec<Prepared>) -> FsResult<()> {
+        let gone = self.extents_to_drop(ino, st)?;
+        loop {
+            match self.try_commit(ino, st, &mut prepared, &gone)? {
+                Commit::Done(dead) => {
+                    st.drop_from = None;
+                    st.holes.clear();
+                    st.recut = None;
+                    self.delete_chunk_files(&dead);
+                    return Ok(());
+                }
+                Commit::Vanished(ids) => {
+                    for p in prepared
+                        .iter_mut()
+                        .filter(|p| p.encoded.is_none() && ids.contains(&p.id))
+                    {
+                        p.encoded = Some(self.enc.encode_and_store(&p.plain, &Hint::default())?);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The stored extents a commit of `st` drops: (key, chunk) of every
+    /// extent from `drop_from` on and in each punched hole.
+    #[allow(clippy::type_complexity)]
+    fn extents_to_drop(
+        &self,
+        ino: u64,
+        st: &OpenFile,
+    ) -> FsResult<Vec<(Vec<u8>, FsResult<ChunkRef>)>> {
+        let mut ranges: Vec<(u64, u64)> = st.holes.clone();
+        if let Some(from) = st.drop_from {
+            ranges.push((from, u64::MAX));
+        }
+        let prefix = types::ino_key(ino);
+        let mut gone = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for (from, to) in ranges {
+            let start = types::extent_key(ino, from);
+            let end = types::extent_key(ino, to);
+            self.kv.scan(Cf::Extent, &prefix, &start, &mut |k, v| {
+                if k >= end.as_slice() && to != u64::MAX {
+                    return false;
+                }
+                if seen.insert(k.to_vec()) {
+                    gone.push((k.to_vec(), ChunkRef::decode(v)));
+                }
+                true
+            })?;
+        }
+        Ok(gone)
+    }
+
+    /// One attempt at `commit`, under `ns`.
+    fn try_commit(
         &self,
         ino: u64,
         st: &mut OpenFile,
-        prepared: Vec<Prepared>,
-        sync: bool,
-    ) -> FsResult<()> {
-        let dead = {
-            let _g = self.lock_ns();
-            let mut inode = match self.load(ino) {
-                Ok(i) => i,
-                Err(FsError::NotFound) => {
-                    // Deleted meanwhile: nothing to attach the data to.
-                    for blob in prepared.iter().filter_map(|p| p.encoded.as_ref()?.file()) {
-                        let _ = self.chunks.delete(&blob);
-                    }
-                    return Ok(());
+        prepared: &mut Vec<Prepared>,
+        gone: &[(Vec<u8>, FsResult<ChunkRef>)],
+    ) -> FsResult<Commit> {
+        let _g = self.lock_ns();
+        let mut inode = match self.load(ino) {
+            Ok(i) => i,
+            Err(FsError::NotFound) => {
+                // Deleted meanwhile: nothing to attach the data to. No batch
+                // names these files.
+                for blob in prepared.iter().filter_map(|p| p.encoded.as_ref()?.file()) {
+                    let _ = self.chunks.delete(&blob);
                 }
-                Err(e) => return Err(e),
-            };
-            let mut b = Batch::new();
-            let committing: Vec<u64> = prepared.iter().map(|p| p.index).collect();
-            let mut delta: HashMap<[u8; 32], i64> = HashMap::new();
-            let mut new_records: HashMap<[u8; 32], Stored> = HashMap::new();
-            let mut orphaned_blobs = Vec::new();
-            let drop_from = st.drop_from.take();
-            if let Some(from) = drop_from {
-                let prefix = types::ino_key(ino);
-                let start = types::extent_key(ino, from);
-                let mut gone = Vec::new();
-                self.kv.scan(Cf::Extent, &prefix, &start, &mut |k, v| {
-                    gone.push((k.to_vec(), ChunkRef::decode(v)));
-                    true
-                })?;
-                for (k, r) in gone {
-                    b.delete(Cf::Extent, &k);
-                    if let Ok(r) = r {
-                        *delta.entry(r.id).or_default() -= 1;
-                    }
-                }
+                prepared.clear();
+                return Ok(Commit::Done(Vec::new()));
             }
-            let plains: HashMap<[u8; 32], Plain> =
-                prepared.iter().map(|p| (p.id, p.plain.clone())).collect();
-            for p in prepared {
-                bump(&self.stats.bytes_flushed, u64::from(p.len));
-                let old = match drop_from {
-                    Some(from) if p.index >= from => None,
-                    _ => self.extent(ino, p.index)?,
-                };
-                if let Some(old) = old {
-                    *delta.entry(old.id).or_default() -= 1;
+            Err(e) => return Err(e),
+        };
+        // Deduplicated against a chunk deleted since: encode it (not here).
+        let mut vanished = Vec::new();
+        for p in prepared.iter().filter(|p| p.encoded.is_none()) {
+            if self.kv.get(Cf::Chunk, &p.id)?.is_none() && !vanished.contains(&p.id) {
+                vanished.push(p.id);
+            }
+        }
+        if !vanished.is_empty() {
+            return Ok(Commit::Vanished(vanished));
+        }
+        let new_files: Vec<[u8; 32]> = prepared
+            .iter()
+            .filter_map(|p| p.encoded.as_ref()?.file())
+            .collect();
+        let mut b = Batch::new();
+        let committing: Vec<u64> = prepared.iter().map(|p| p.index).collect();
+        let mut delta: HashMap<[u8; 32], i64> = HashMap::new();
+        let mut new_records: HashMap<[u8; 32], Stored> = HashMap::new();
+        let mut orphaned_blobs = Vec::new();
+        for (k, r) in gone {
+            b.delete(Cf::Extent, k);
+            if let Ok(r) = r {
+                *delta.entry(r.id).or_default() -= 1;
+            }
+        }
+        for p in prepared.iter_mut() {
+            bump(&self.stats.bytes_flushed, u64::from(p.len));
+            let old = if st.dropped(p.index) {
+                None
+            } else {
+                self.extent(ino, p.index)?
+            };
+            if let Some(old) = old {
+                *delta.entry(old.id).or_default() -= 1;
+            }
+            *delta.entry(p.id).or_default() += 1;
+            b.put(
+                Cf::Extent,
+                &types::extent_key(ino, p.index),
+                &ChunkRef {
+                    id: p.id,
+                    len: p.len,
                 }
-                *delta.entry(p.id).or_default() += 1;
-                b.put(
-                    Cf::Extent,
-                    &types::extent_key(ino, p.index),
-                    &ChunkRef {
-                        id: p.id,
-                        len: p.len,
-                    }
-                    .encode(),
-                );
-                // Small chunks are likely read again soon (editors, builds);
-                // large streams would only evict the read working set.
-                if p.plain.len() <= WRITE_CACHE_MAX {
-                    self.cache.insert(p.id, p.plain.clone());
-                }
-                if let Some(enc) = p.encoded
-                    && let Some(blob) = new_records.insert(p.id, enc).and_then(|dup| dup.file())
+                .encode(),
+            );
+            if let Some(enc) = p.encoded.take()
+                && let Some(blob) = new_records.insert(p.id, enc).and_then(|dup| dup.file())
+            {
+                orphaned_blobs.push(blob);
+            }
+        }
+        let mut dead = Vec::new();
+        for (id, d) in delta {
+            if d == 0 {
+                // A chunk replaced by itself; a fresh encoding of it is surplus.
+                if let Some(blob) = new_records.remove(&id).and_then(|s| s.file())
+                    && self.kv.get(Cf::Chunk, &id)?.is_some()
                 {
                     orphaned_blobs.push(blob);
                 }
+                continue;
             }
-            let mut dead = Vec::new();
-            for (id, d) in delta {
-                if d == 0 {
-                    // A chunk replaced by itself; a fresh encoding of it is surplus.
-                    if let Some(blob) = new_records.remove(&id).and_then(|s| s.file())
-                        && self.kv.get(Cf::Chunk, &id)?.is_some()
-                    {
-                        orphaned_blobs.push(blob);
-                    }
-                    continue;
+            let existing = self
+                .kv
+                .get(Cf::Chunk, &id)?
+                .map(|v| ChunkRecord::decode(&v))
+                .transpose()?;
+            let fresh = new_records.remove(&id);
+            let rec = match (existing, fresh) {
+                (Some(rec), fresh) => {
+                    orphaned_blobs.extend(fresh.and_then(|s| s.file()));
+                    rec
                 }
-                let existing = self
-                    .kv
-                    .get(Cf::Chunk, &id)?
-                    .map(|v| ChunkRecord::decode(&v))
-                    .transpose()?;
-                let fresh = new_records.remove(&id);
-                let rec = match (existing, fresh) {
-                    (Some(rec), fresh) => {
-                        orphaned_blobs.extend(fresh.and_then(|s| s.file()));
-                        rec
-                    }
-                    (None, Some(stored)) => stored.into_record(&mut b, &id, self.cfg.upload),
-                    (None, None) if d > 0 => {
-                        // Deduplicated against a chunk deleted since: encode it now.
-                        let plain = plains
-                            .get(&id)
-                            .ok_or(FsError::Corrupt("deduplicated chunk vanished"))?;
-                        self.enc
-                            .encode_and_store(plain, &Hint::default())?
-                            .into_record(&mut b, &id, self.cfg.upload)
-                    }
-                    (None, None) => continue,
-                };
-                let refs = u64::try_from(rec.refs as i64 + d).unwrap_or(0);
-                self.set_refs(&mut b, &id, rec, refs, &mut dead);
-            }
-            for blob in &orphaned_blobs {
-                b.put(Cf::Gc, blob, &[]);
-            }
-            dead.extend(orphaned_blobs);
-            let pending_size = st.a().size;
-            if let Some(size) = pending_size {
-                // The stored size never covers appended data that is not
-                // stored yet (buffered, or still being encoded): if storing
-                // it fails (ENOSPC), the file must not show zeros where data
-                // was written. The full size stays in the overlay until then.
-                let cs = u64::from(inode.chunk_size.max(1));
-                let limit = st
-                    .dirty
-                    .keys()
-                    .chain(st.inflight.keys())
-                    .chain(st.staged.keys())
-                    .filter(|i| !committing.contains(i))
-                    .filter(|&&i| i.saturating_add(1).saturating_mul(cs) > inode.size)
-                    .map(|&i| i.saturating_mul(cs).max(inode.size))
-                    .min();
-                inode.size = limit.map_or(size, |l| size.min(l));
-            }
-            {
-                let a = st.a();
-                if let Some(t) = a.mtime {
-                    inode.mtime = t;
+                (None, Some(stored)) => stored.into_record(&mut b, &id, self.cfg.upload),
+                (None, None) if d > 0 => {
+                    return Err(FsError::Corrupt("deduplicated chunk vanished"));
                 }
-                if let Some(t) = a.ctime {
-                    inode.ctime = t;
-                }
+                (None, None) => continue,
+            };
+            let refs = u64::try_from(rec.refs as i64 + d).unwrap_or(0);
+            self.set_refs(&mut b, &id, rec, refs, &mut dead);
+        }
+        for blob in &orphaned_blobs {
+            b.put(Cf::Gc, blob, &[]);
+        }
+        dead.extend(orphaned_blobs);
+        if let Some(cs) = st.recut {
+            inode.chunk_size = cs;
+        }
+        let pending_size = st.a().size;
+        if let Some(size) = pending_size {
+            // The stored size never covers appended data that is not
+            // stored yet (buffered, or still being encoded): if storing
+            // it fails (ENOSPC), the file must not show zeros where data
+            // was written. The full size stays in the overlay until then.
+            let cs = st.chunk_size(&inode);
+            let limit = st
+                .dirty
+                .keys()
+                .chain(st.inflight.keys())
+                .chain(st.staged.keys())
+                .filter(|i| !committing.contains(i))
+                .filter(|&&i| i.saturating_add(1).saturating_mul(cs) > inode.size)
+                .map(|&i| i.saturating_mul(cs).max(inode.size))
+                .min();
+            inode.size = limit.map_or(size, |l| size.min(l));
+        }
+        {
+            let a = st.a();
+            if let Some(t) = a.mtime {
+                inode.mtime = t;
             }
-            self.put_inode(&mut b, &inode);
-            if let Err(e) = self.kv.write(b, sync) {
-                return Err(e.into());
+            if let Some(t) = a.ctime {
+                inode.ctime = t;
             }
-            // Only now (a failed batch keeps them in the overlay), and only
-            // what was stored (a write may have moved them on meanwhile).
-            {
-                let mut a = st.a();
-                if a.size == Some(inode.size) {
-                    a.size = None;
-                }
-                if a.mtime == Some(inode.mtime) {
-                    a.mtime = None;
-                }
-                if a.ctime == Some(inode.ctime) {
-                    a.ctime = None;
-                }
+        }
+        self.put_inode(&mut b, &inode);
+        // Small chunks are likely read again soon (editors, builds); large
+        // streams would only evict the read working set.
+        let cached: Vec<([u8; 32], Plain)> = prepared
+            .iter()
+            .filter(|p| p.plain.len() <= WRITE_CACHE_MAX)
+            .map(|p| (p.id, p.plain.clone()))
+            .collect();
+        if let Err(e) = self.kv.write(b, false) {
+            // Nothing names the new encodings: their files go now.
+            for blob in new_files {
+                let _ = self.chunks.delete(&blob);
             }
-            dead
-        };
-        self.delete_chunk_files(&dead);
-        Ok(())
+            return Err(e.into());
+        }
+        for (id, plain) in cached {
+            self.cache.insert(id, plain);
+        }
+        // Only now (a failed batch keeps them in the overlay), and only
+        // what was stored (a write may have moved them on meanwhile).
+        let mut a = st.a();
+        if a.size == Some(inode.size) {
+            a.size = None;
+        }
+        if a.mtime == Some(inode.mtime) {
+            a.mtime = None;
+        }
+        if a.ctime == Some(inode.ctime) {
+            a.ctime = None;
+        }
+        Ok(Commit::Done(dead))
     }
 
     /// Writes chunk `id`'s new refcount into `b`; at zero the record goes,
@@ -1564,21 +1718,24 @@ impl Fs {
         Ok(dead)
     }
 
-    /// Schedules the deletion of chunk files whose records are gone. A file
-    /// is deleted only once the batch that unreferenced it is durable (WAL
-    /// synced), so a power loss can never leave the index naming a deleted
-    /// file; until then its name waits here (and in the GC table).
+    /// Schedules the deletion of chunk files whose records are gone, by
+    /// batches already written. A file is deleted only once the batch that
+    /// unreferenced it is durable (the index's log synced after it), so a
+    /// power cut can never leave the index naming a deleted file; until
+    /// then its name waits here (and in the GC table), with the index's
+    /// write count, which tells which sync covers its batch.
     pub(super) fn delete_chunk_files(&self, blobs: &[[u8; 32]]) {
         if blobs.is_empty() {
             return;
         }
+        let written = self.counted.writes();
         let n = {
             let mut pending = self.gc_pending.lock().unwrap_or_else(|p| p.into_inner());
-            pending.extend_from_slice(blobs);
+            pending.extend(blobs.iter().map(|b| (*b, written)));
             pending.len()
         };
         if n >= GC_BATCH || self.disk_is_low() {
-            self.collect_garbage(false);
+            self.collect_garbage(None);
         }
     }
 
@@ -1593,19 +1750,31 @@ impl Fs {
         })
     }
 
-    /// Deletes the pending chunk files after a WAL sync (skipped when the
-    /// caller just synced), then their GC entries.
-    pub(super) fn collect_garbage(&self, synced: bool) {
-        let blobs = std::mem::take(&mut *self.gc_pending.lock().unwrap_or_else(|p| p.into_inner()));
-        if blobs.is_empty() {
+    /// Deletes the pending chunk files whose batches are durable: those
+    /// written before the sync that left the index's write count at
+    /// `synced` (None: sync now), then their GC entries.
+    pub(super) fn collect_garbage(&self, synced: Option<u64>) {
+        if self.cfg.read_only {
             return;
         }
-        if !synced && let Err(e) = self.kv.sync() {
-            warn!(error = %e, "index sync failed; chunk deletion postponed");
-            self.gc_pending
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .extend(blobs);
+        let upto = match synced {
+            Some(upto) => upto,
+            None => {
+                let upto = self.counted.writes();
+                if let Err(e) = self.kv.sync() {
+                    warn!(error = %e, "index sync failed; chunk deletion postponed");
+                    return;
+                }
+                upto
+            }
+        };
+        let blobs: Vec<[u8; 32]> = {
+            let mut pending = self.gc_pending.lock().unwrap_or_else(|p| p.into_inner());
+            let (due, later): (Vec<_>, Vec<_>) = pending.drain(..).partition(|(_, w)| *w <= upto);
+            *pending = later;
+            due.into_iter().map(|(b, _)| b).collect()
+        };
+        if blobs.is_empty() {
             return;
         }
         let mut b = Batch::new();
@@ -1631,7 +1800,18 @@ impl Fs {
 
     /// At mount: deletes orphans (unlinked while open when the last run
     /// ended) and chunk files left by interrupted deletions or writes.
+    /// After a run that did not end cleanly (a crash or a power cut: no
+    /// clean-shutdown mark), every chunk file that no record names is
+    /// deleted: a power cut can keep a durable chunk file whose GC entry
+    /// was still in the index's unsynced log.
     pub(super) fn recover(&self) -> FsResult<()> {
+        let clean = self.kv.get(Cf::Meta, super::META_CLEAN)?.is_some();
+        if clean {
+            // Durably: a later power cut must not find the mark.
+            let mut b = Batch::new();
+            b.delete(Cf::Meta, super::META_CLEAN);
+            self.kv.write(b, true)?;
+        }
         let mut orphans = Vec::new();
         self.kv.scan(Cf::Orphan, &[], &[], &mut |k, _| {
             if let Ok(k) = <[u8; 8]>::try_from(k) {
@@ -1640,20 +1820,47 @@ impl Fs {
             true
         })?;
         for ino in orphans {
-            let dead = {
-                let _g = self.lock_ns();
-                let mut b = Batch::new();
-                let dead = self.delete_inode(&mut b, ino)?;
-                self.kv.write(b, false)?;
-                dead
-            };
-            self.delete_chunk_files(&dead);
+            self.reap(ino)?;
             debug!(ino, "deleted orphan inode");
         }
         let gc = self.ids_in(Cf::Gc)?;
         self.delete_chunk_files(&gc);
-        self.collect_garbage(false);
+        self.collect_garbage(None);
+        if !clean {
+            let swept = self.sweep_unreferenced_files()?;
+            if swept > 0 {
+                info!(
+                    files = swept,
+                    "removed chunk files that no chunk uses (left by a crash)"
+                );
+            }
+        }
         Ok(())
+    }
+
+    /// Deletes every chunk file that no chunk record names; returns how
+    /// many. Only while nothing is being encoded (at mount).
+    fn sweep_unreferenced_files(&self) -> FsResult<usize> {
+        let mut named = std::collections::HashSet::new();
+        self.kv.scan(Cf::Chunk, &[], &[], &mut |_, v| {
+            if let Ok(rec) = ChunkRecord::decode(v)
+                && rec.location == LOC_FILE
+            {
+                named.insert(rec.blob());
+            }
+            true
+        })?;
+        let mut stray = Vec::new();
+        self.chunks.visit(&mut |id, _| {
+            if !named.contains(id) {
+                stray.push(*id);
+            }
+            true
+        })?;
+        for blob in &stray {
+            self.chunks.delete(blob)?;
+        }
+        Ok(stray.len())
     }
 
     /// Queues the decode of slot `index` of `ino` into the cache on the
@@ -1689,11 +1896,14 @@ impl Fs {
                 u64::from(m.params.k()) * u64::from(m.shard_len),
             );
             let pool = self.pool.clone();
-            self.fetch
-                .try_submit(Box::new(move || enc.fetch(&pool, r.id, &rec, m)))
+            self.fetch.try_submit(Box::new(move || {
+                let e = enc.clone();
+                e.guard_prefetch(r.id, move || enc.fetch(&pool, r.id, &rec, m));
+            }))
         } else {
-            self.pool
-                .try_submit(Box::new(move || enc.prefetch(r.id, &rec, &m)))
+            self.pool.try_submit(Box::new(move || {
+                enc.guard_prefetch(r.id, || enc.prefetch(r.id, &rec, &m));
+            }))
         };
         if !queued {
             self.enc.end_prefetch(&r.id, None);
@@ -1731,7 +1941,7 @@ impl Fs {
         };
         bump(&self.stats.chunks_decoded, 1);
         let plain = Arc::new(plain);
-        if !report.corrupt.is_empty() || !report.missing.is_empty() {
+        if (!report.corrupt.is_empty() || !report.missing.is_empty()) && !self.cfg.read_only {
             warn!(chunk = %short, corrupt = ?report.corrupt, missing = ?report.missing, "damaged chunk rebuilt; rewriting its shards");
             if let Err(e) = self.repair(&r.id, &rec, &plain) {
                 warn!(chunk = %short, error = %e, "repair failed; will retry on next read");
@@ -1759,9 +1969,7 @@ impl Fs {
                 }
                 return Ok(());
             };
-            if let Some(blob) = stored.file() {
-                self.chunks.sync(&blob)?;
-            }
+            // The new chunk file is durable already (`encode_and_store`).
             let mut b = Batch::new();
             let mut dead = Vec::new();
             if cur.location == LOC_FILE {
@@ -1777,7 +1985,7 @@ impl Fs {
             let mut rec = stored.into_record(&mut b, id, self.cfg.upload);
             rec.refs = cur.refs;
             b.put(Cf::Chunk, id, &rec.encode());
-            self.kv.write(b, true)?;
+            self.kv.write(b, false)?;
             dead
         };
         self.delete_chunk_files(&dead);

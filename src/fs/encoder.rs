@@ -40,7 +40,42 @@ pub(crate) struct EncodeCtx {
 /// and its buffer handed back.
 pub(crate) type JobResult = Result<Prepared, (FsError, u64, Plain)>;
 
+/// Set by a test to make the next encoding job panic.
+#[cfg(test)]
+pub(crate) static PANIC_NEXT_JOB: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
 impl EncodeCtx {
+    /// `prepare_one`, with a panic turned into an error that hands the
+    /// slot's buffer back (nothing acknowledged is lost; the request that
+    /// waits for the job fails with EIO instead of waiting forever).
+    pub(crate) fn prepare_guarded(&self, index: u64, plain: Plain, file_name: &str) -> JobResult {
+        let mine = plain.clone();
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            #[cfg(test)]
+            if PANIC_NEXT_JOB.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                panic!("test: an encoding job panics");
+            }
+            self.prepare_one(index, plain, file_name)
+        }))
+        .unwrap_or_else(|_| {
+            warn!(
+                slot = index,
+                "an encoding job panicked; the write is kept buffered"
+            );
+            Err((FsError::Internal("an encoding job panicked"), index, mine))
+        })
+    }
+
+    /// Runs a job that holds the decode-ahead claim on `id`; if it panics,
+    /// the claim ends (readers stop waiting for it).
+    pub(crate) fn guard_prefetch(&self, id: [u8; 32], job: impl FnOnce()) {
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
+            warn!(chunk = %hex8(&id), "a read-ahead job panicked");
+            self.end_prefetch(&id, None);
+        }
+    }
+
     /// Names slot `index`'s plaintext; encodes and stores it unless a chunk
     /// with the same id is already stored.
     pub(crate) fn prepare_one(&self, index: u64, plain: Plain, file_name: &str) -> JobResult {
@@ -77,8 +112,10 @@ impl EncodeCtx {
     }
 
     /// CES-encodes a chunk and, unless small enough to live in the index,
-    /// writes its shards to a chunk file (announced in the GC table first,
-    /// so a crash before the commit cannot leak the file).
+    /// writes its shards to a chunk file, durably: no index batch ever names
+    /// a chunk file that a power cut could take back (the file is announced
+    /// in the GC table first, so a crash before the commit does not leak it;
+    /// after a power cut, the sweep at the next mount removes it).
     pub(crate) fn encode_and_store(&self, plain: &[u8], hint: &Hint<'_>) -> FsResult<Stored> {
         let enc = self
             .ces
@@ -106,7 +143,7 @@ impl EncodeCtx {
         let mut b = Batch::new();
         b.put(Cf::Gc, &blob, &[]);
         self.kv.write(b, false)?;
-        self.chunks.write(&blob, &shards, false)?;
+        self.chunks.write(&blob, &shards, true)?;
         Ok(stored)
     }
 }
@@ -212,8 +249,10 @@ impl EncodeCtx {
             _ => return self.end_prefetch(&id, None),
         };
         let job: Job = Box::new(move || {
-            let plain = self.ces.decode_data_shards_at(&manifest, data, start).ok();
-            self.end_prefetch(&id, plain);
+            self.guard_prefetch(id, || {
+                let plain = self.ces.decode_data_shards_at(&manifest, data, start).ok();
+                self.end_prefetch(&id, plain);
+            });
         });
         if let Err(job) = pool.submit(job) {
             job();
@@ -285,7 +324,15 @@ impl Pool {
                             Err(p) => p.into_inner().recv(),
                         };
                         match job {
-                            Ok(job) => job(),
+                            // A panicking job must not take the thread
+                            // with it (the jobs report their own panics).
+                            Ok(job) => {
+                                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job))
+                                    .is_err()
+                                {
+                                    warn!("a pool job panicked");
+                                }
+                            }
                             Err(_) => break, // the pool is shutting down
                         }
                     }

@@ -48,6 +48,13 @@ pub enum FsError {
     Store(StoreError),
     #[error("index record {0} is corrupt")]
     Corrupt(&'static str),
+    /// A background job failed without an answer (it panicked); the
+    /// request fails, its data stays buffered.
+    #[error("internal error: {0}")]
+    Internal(&'static str),
+    /// A read-only open of a store that has no filesystem yet.
+    #[error("the data dir holds no filesystem yet; mount it read-write once first")]
+    ReadOnlyEmpty,
 }
 
 impl From<StoreError> for FsError {
@@ -85,6 +92,8 @@ impl FsError {
             FsError::Chunk { .. } => libc::EIO,
             FsError::Store(_) => libc::EIO,
             FsError::Corrupt(_) => libc::EIO,
+            FsError::Internal(_) => libc::EIO,
+            FsError::ReadOnlyEmpty => libc::EROFS,
         }
     }
 }

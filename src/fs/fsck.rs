@@ -18,9 +18,9 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
+use super::FsResult;
 use super::data::{ChunkRecord, LOC_FILE, LOC_INLINE, hex8};
 use super::types::{self, ChunkRef, Dentry, FileKind, Inode};
-use super::FsResult;
 use crate::ces::{Manifest, verify_shard};
 use crate::store::{Batch, Cf, ChunkStore, Kv};
 
@@ -45,10 +45,18 @@ pub enum Problem {
     /// lost.
     MissingChunk { ino: u64, slot: u64, chunk: String },
     /// A chunk record whose refcount is not the number of extents naming it.
-    Refcount { chunk: String, stored: u64, counted: u64 },
+    Refcount {
+        chunk: String,
+        stored: u64,
+        counted: u64,
+    },
     /// A chunk whose shards are missing or damaged beyond repair (fewer
     /// than k good shards): files naming it read as EIO.
-    ChunkLost { chunk: String, good: usize, needed: usize },
+    ChunkLost {
+        chunk: String,
+        good: usize,
+        needed: usize,
+    },
     /// A chunk with some bad shards that still decodes (repaired on read).
     ChunkDamaged { chunk: String, bad: Vec<usize> },
     /// A chunk file that no record names.
@@ -78,7 +86,10 @@ impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Problem::Unreadable { what, key } => {
-                write!(f, "a {what} record ({key}) cannot be read: the index is damaged")
+                write!(
+                    f,
+                    "a {what} record ({key}) cannot be read: the index is damaged"
+                )
             }
             Problem::DanglingEntry { parent, name, ino } => write!(
                 f,
@@ -101,7 +112,10 @@ impl fmt::Display for Problem {
                 "inode {ino} says it has {stored} links, but {counted} entries name it"
             ),
             Problem::Unreachable { ino } => {
-                write!(f, "inode {ino} is in no directory and not waiting for deletion")
+                write!(
+                    f,
+                    "inode {ino} is in no directory and not waiting for deletion"
+                )
             }
             Problem::StrayInodeData { ino, what } => {
                 write!(f, "{what} of inode {ino}, which does not exist")
@@ -302,7 +316,11 @@ pub fn fsck(kv: &dyn Kv, chunks: &dyn ChunkStore, repair: bool) -> FsResult<Repo
             }),
         }
     }
-    if positions != r.entries && !p.iter().any(|x| matches!(x, Problem::ReaddirMismatch { .. })) {
+    if positions != r.entries
+        && !p
+            .iter()
+            .any(|x| matches!(x, Problem::ReaddirMismatch { .. }))
+    {
         p.push(Problem::ReaddirMismatch {
             parent: 0,
             name: format!("({} entries, {positions} listing positions)", r.entries),
@@ -377,7 +395,8 @@ pub fn fsck(kv: &dyn Kv, chunks: &dyn ChunkStore, repair: bool) -> FsResult<Repo
     let mut counted: HashMap<[u8; 32], u64> = HashMap::new();
     for (k, v) in all(kv, Cf::Extent)? {
         r.extents += 1;
-        let (Some(ino), Some(slot), Ok(cref)) = (be_u64(&k, 0), be_u64(&k, 8), ChunkRef::decode(&v))
+        let (Some(ino), Some(slot), Ok(cref)) =
+            (be_u64(&k, 0), be_u64(&k, 8), ChunkRef::decode(&v))
         else {
             p.push(Problem::Unreadable {
                 what: "extent",
@@ -492,9 +511,7 @@ pub fn fsck(kv: &dyn Kv, chunks: &dyn ChunkStore, repair: bool) -> FsResult<Repo
     let on_disk: HashSet<[u8; 32]> = files.iter().copied().collect();
     for file in files {
         if !named_files.contains(&file) {
-            p.push(Problem::UnreferencedFile {
-                file: hex8(&file),
-            });
+            p.push(Problem::UnreferencedFile { file: hex8(&file) });
             dead_files.push(file);
         }
     }

@@ -74,6 +74,10 @@ pub struct FsConfig {
     /// The data dir's space set aside for the index: restored after chunk
     /// files are deleted, once the disk has room for it again.
     pub reserve: Option<datadir::Reserve>,
+    /// Write nothing to the store (`-o ro`): no recovery at open, no
+    /// garbage collection, no repair of damaged chunks on read. The kernel
+    /// refuses every change of a read-only mount before it gets here.
+    pub read_only: bool,
 }
 
 impl Default for FsConfig {
@@ -90,6 +94,7 @@ impl Default for FsConfig {
             read_ahead: 4,
             upload: false,
             reserve: None,
+            read_only: false,
         }
     }
 }
@@ -205,7 +210,7 @@ pub struct Fs {
     /// Bytes held in write buffers across all files.
     dirty_total: AtomicU64,
     /// Chunk files to delete after the next WAL sync (see `collect_garbage`).
-    gc_pending: Mutex<Vec<[u8; 32]>>,
+    gc_pending: Mutex<Vec<([u8; 32], u64)>>,
     /// Inode → references the kernel holds (FUSE's lookup count, see
     /// `remember`/`forget`). An inode unlinked while the kernel still knows
     /// it stays, as an orphan, until forgotten: an open(2) that resolved the
@@ -215,6 +220,10 @@ pub struct Fs {
 }
 
 const META_NEXT_INO: &[u8] = b"next_ino";
+/// Present while the filesystem is closed cleanly (written by
+/// [`Fs::shutdown`], removed at the next open): its absence at open means
+/// the last run crashed, and the open sweeps what a crash can leave.
+pub(crate) const META_CLEAN: &[u8] = b"clean_shutdown";
 /// Chunks waiting for an encoder thread: bounds the memory held by writers
 /// that run ahead of encoding (at 4 MiB chunks, 16 MiB).
 const ENCODE_QUEUE: usize = 4;
@@ -285,11 +294,19 @@ impl Fs {
             lookups: Mutex::new(HashMap::new()),
             stats,
         };
-        if fs
+        let has_root = fs
             .kv
             .get(Cf::Inode, &types::ino_key(types::ROOT_INO))?
-            .is_none()
-        {
+            .is_some();
+        if fs.cfg.read_only {
+            // Nothing is written: no root to create, no recovery.
+            return if has_root {
+                Ok(fs)
+            } else {
+                Err(FsError::ReadOnlyEmpty)
+            };
+        }
+        if !has_root {
             let now = Time::now();
             let root = Inode {
                 ino: types::ROOT_INO,
@@ -375,7 +392,24 @@ impl Fs {
     /// Makes everything written so far durable (fsyncdir, syncfs, unmount),
     /// and deletes the chunk files that are no longer referenced.
     pub fn sync_all(&self) -> FsResult<()> {
+        if self.cfg.read_only {
+            return Ok(());
+        }
         self.flush_all()
+    }
+
+    /// The last call before closing (unmount): stores everything, makes it
+    /// durable and marks the store cleanly closed, so that the next open
+    /// need not sweep for what a crash leaves. Nothing may write after it.
+    pub fn shutdown(&self) -> FsResult<()> {
+        if self.cfg.read_only {
+            return Ok(());
+        }
+        self.flush_all()?;
+        let mut b = Batch::new();
+        b.put(Cf::Meta, META_CLEAN, &[1]);
+        self.kv.write(b, true)?;
+        Ok(())
     }
 
     /// statfs: the capacity of the data dir's disk.

@@ -7,6 +7,9 @@ use super::types::{self, Dentry, FileKind, Inode, Time, check_name};
 use super::{Ctx, DirEntry, Fs, FsError, FsResult, RenameFlags, SetAttr, SetTime};
 use crate::store::{Batch, Cf};
 
+/// Extents (or xattrs) one step of deleting an inode handles under `ns`.
+const REAP_STEP: usize = 256;
+
 const S_ISUID: u16 = 0o4000;
 const S_ISGID: u16 = 0o2000;
 const S_IXGRP: u16 = 0o010;
@@ -236,8 +239,15 @@ impl Fs {
 
     /// Drops one link of `inode` inside batch `b`; deletes it (or marks it
     /// an orphan if open) when none is left. Returns chunk files to delete
-    /// after the batch commits.
-    fn drop_link(&self, b: &mut Batch, inode: &mut Inode, now: Time) -> FsResult<Vec<[u8; 32]>> {
+    /// after the batch commits. An inode with more data than one bounded
+    /// step deletes is marked an orphan too, and its inode number returned:
+    /// the caller reaps it (`reap`) once `ns` is released.
+    fn drop_link(
+        &self,
+        b: &mut Batch,
+        inode: &mut Inode,
+        now: Time,
+    ) -> FsResult<(Vec<[u8; 32]>, Option<u64>)> {
         if inode.kind == FileKind::Dir {
             inode.nlink = 0;
         } else {
@@ -246,14 +256,18 @@ impl Fs {
         inode.ctime = now;
         if inode.nlink > 0 {
             self.put_inode(b, inode);
-            return Ok(Vec::new());
+            return Ok((Vec::new(), None));
         }
-        if self.is_open(inode.ino) || self.is_known(inode.ino) {
-            self.put_inode(b, inode);
-            b.put(Cf::Orphan, &types::ino_key(inode.ino), &[]);
-            return Ok(Vec::new());
+        if !self.is_open(inode.ino)
+            && !self.is_known(inode.ino)
+            && let Some(dead) = self.delete_inode(b, inode.ino)?
+        {
+            return Ok((dead, None));
         }
-        self.delete_inode(b, inode.ino)
+        self.put_inode(b, inode);
+        b.put(Cf::Orphan, &types::ino_key(inode.ino), &[]);
+        let reap = (!self.is_open(inode.ino) && !self.is_known(inode.ino)).then_some(inode.ino);
+        Ok((Vec::new(), reap))
     }
 
     /// The kernel took one more reference to `ino` (a reply carrying its
@@ -301,48 +315,97 @@ impl Fs {
     /// Deletes `ino` and its data if it has no name left and the kernel no
     /// longer knows it. The caller has checked it is not open.
     pub(super) fn reap_if_unlinked(&self, ino: u64) -> FsResult<()> {
-        let dead = {
-            let _g = self.lock_ns();
-            match self.load(ino) {
-                Ok(inode) if inode.nlink == 0 && !self.is_known(ino) => {
-                    let mut b = Batch::new();
-                    let dead = self.delete_inode(&mut b, ino)?;
-                    self.kv.write(b, false)?;
-                    dead
-                }
-                _ => Vec::new(),
-            }
-        };
-        self.delete_chunk_files(&dead);
-        Ok(())
+        self.reap(ino)
     }
 
-    /// Removes an inode, its extents, xattrs and chunk references.
-    pub(super) fn delete_inode(&self, b: &mut Batch, ino: u64) -> FsResult<Vec<[u8; 32]>> {
+    /// Deletes unlinked inode `ino` (nlink 0, not open, not known to the
+    /// kernel) and its data, in bounded steps: each holds `ns` for at most
+    /// `REAP_STEP` extents, and each is one consistent batch (the inode
+    /// stays an orphan until its last step, so a crash midway resumes at
+    /// the next mount). Does nothing if `ino` is not such an inode.
+    pub(super) fn reap(&self, ino: u64) -> FsResult<()> {
+        loop {
+            let (dead, done) = {
+                let _g = self.lock_ns();
+                match self.load(ino) {
+                    Ok(inode) if inode.nlink == 0 && !self.is_known(ino) && !self.is_open(ino) => {}
+                    _ => return Ok(()),
+                }
+                let mut b = Batch::new();
+                let (dead, done) = match self.delete_inode(&mut b, ino)? {
+                    Some(dead) => (dead, true),
+                    None => (self.delete_extents_step(&mut b, ino)?, false),
+                };
+                self.kv.write(b, false)?;
+                (dead, done)
+            };
+            self.delete_chunk_files(&dead);
+            if done {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Deletes the first `REAP_STEP` extents of `ino` inside `b`, with their
+    /// chunk references; returns the chunk files to delete after `b`.
+    fn delete_extents_step(&self, b: &mut Batch, ino: u64) -> FsResult<Vec<[u8; 32]>> {
+        let mut ids = Vec::new();
+        let mut n = 0;
+        self.kv
+            .scan(Cf::Extent, &types::ino_key(ino), &[], &mut |k, v| {
+                b.delete(Cf::Extent, k);
+                if let Ok(r) = types::ChunkRef::decode(v) {
+                    ids.push(r.id);
+                }
+                n += 1;
+                n < REAP_STEP
+            })?;
+        if n < REAP_STEP {
+            // Then the xattrs (an inode with that many is rare).
+            self.kv
+                .scan(Cf::Xattr, &types::ino_key(ino), &[], &mut |k, _| {
+                    b.delete(Cf::Xattr, k);
+                    n += 1;
+                    n < REAP_STEP
+                })?;
+        }
+        self.release_chunks(b, &ids)
+    }
+
+    /// Removes an inode, its extents, xattrs and chunk references inside
+    /// `b`, if that is a bounded step (at most `REAP_STEP` extents and
+    /// xattrs); None (and `b` unchanged) if it has more.
+    pub(super) fn delete_inode(&self, b: &mut Batch, ino: u64) -> FsResult<Option<Vec<[u8; 32]>>> {
         let prefix = types::ino_key(ino);
         let mut ids = Vec::new();
-        let mut keys = Vec::new();
+        let mut ekeys = Vec::new();
+        let mut xkeys = Vec::new();
         self.kv.scan(Cf::Extent, &prefix, &[], &mut |k, v| {
-            keys.push(k.to_vec());
+            ekeys.push(k.to_vec());
             if let Ok(r) = types::ChunkRef::decode(v) {
                 ids.push(r.id);
             }
-            true
+            ekeys.len() <= REAP_STEP
         })?;
-        for k in &keys {
-            b.delete(Cf::Extent, k);
+        if ekeys.len() > REAP_STEP {
+            return Ok(None);
         }
-        let mut xkeys = Vec::new();
         self.kv.scan(Cf::Xattr, &prefix, &[], &mut |k, _| {
             xkeys.push(k.to_vec());
-            true
+            ekeys.len() + xkeys.len() <= REAP_STEP
         })?;
-        for k in &xkeys {
-            b.delete(Cf::Xattr, k);
+        if ekeys.len() + xkeys.len() > REAP_STEP {
+            return Ok(None);
+        }
+        for k in ekeys {
+            b.delete(Cf::Extent, &k);
+        }
+        for k in xkeys {
+            b.delete(Cf::Xattr, &k);
         }
         b.delete(Cf::Inode, &prefix);
         b.delete(Cf::Orphan, &prefix);
-        self.release_chunks(b, &ids)
+        self.release_chunks(b, &ids).map(Some)
     }
 
     pub fn unlink(&self, parent: u64, name: &[u8]) -> FsResult<()> {
@@ -373,7 +436,7 @@ impl Fs {
         if dir_wanted && name == b".." {
             return Err(FsError::NotEmpty);
         }
-        let dead = {
+        let (dead, reap) = {
             let _g = self.lock_ns();
             let mut dir = self.load_dir(parent)?;
             let d = self.dentry(parent, name)?.ok_or(FsError::NotFound)?;
@@ -393,11 +456,14 @@ impl Fs {
             dir.mtime = now;
             dir.ctime = now;
             self.put_inode(&mut b, &dir);
-            let dead = self.drop_link(&mut b, &mut child, now)?;
+            let (dead, reap) = self.drop_link(&mut b, &mut child, now)?;
             self.kv.write(b, false)?;
-            dead
+            (dead, reap)
         };
         self.delete_chunk_files(&dead);
+        if let Some(ino) = reap {
+            self.reap(ino)?;
+        }
         Ok(())
     }
 
@@ -430,7 +496,7 @@ impl Fs {
             return Err(FsError::NameTooLong);
         }
         check_name(newname)?;
-        let dead = {
+        let (dead, reap) = {
             let _g = self.lock_ns();
             let src = self.dentry(parent, name)?.ok_or(FsError::NotFound)?;
             let dst = self.dentry(newparent, newname)?;
@@ -438,6 +504,7 @@ impl Fs {
             let now = Time::now();
             let mut b = Batch::new();
             let mut dead = Vec::new();
+            let mut reap = None;
             if flags.exchange {
                 let dst = dst.ok_or(FsError::NotFound)?;
                 let mut a = self.load(src.ino)?;
@@ -548,7 +615,7 @@ impl Fs {
                         None => sdir.nlink -= 1,
                     }
                 }
-                dead = self.drop_link(&mut b, &mut victim, now)?;
+                (dead, reap) = self.drop_link(&mut b, &mut victim, now)?;
             }
             self.remove_entry(&mut b, parent, name, &src);
             {
@@ -573,9 +640,12 @@ impl Fs {
             }
             self.put_inode(&mut b, &moved);
             self.kv.write(b, false)?;
-            dead
+            (dead, reap)
         };
         self.delete_chunk_files(&dead);
+        if let Some(ino) = reap {
+            self.reap(ino)?;
+        }
         Ok(())
     }
 

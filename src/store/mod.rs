@@ -42,9 +42,9 @@ use std::sync::Arc;
 pub use chunkfiles::{ChunkFiles, DiskUsage};
 pub use lock::DataDirLock;
 pub use mem::MemKv;
-pub use sim::{SimChunks, SimDisk, SimKv};
 #[cfg(feature = "rocksdb")]
 pub use rocks::{RocksKv, SCHEMA_KEY, SCHEMA_VERSION};
+pub use sim::{SimChunks, SimDisk, SimKv};
 
 /// `errno` of "No space left on device".
 const ENOSPC: i32 = 28;

@@ -501,13 +501,19 @@ mod tests {
             let after = disk.restart(seed);
             let (kv, chunks) = (after.kv(), after.chunks());
             assert_eq!(kv.get(Cf::Meta, b"a").unwrap().as_deref(), Some(&b"1"[..]));
-            assert_eq!(chunks.read_all(&id(1)).unwrap().as_deref(), Some(&b"durable"[..]));
+            assert_eq!(
+                chunks.read_all(&id(1)).unwrap().as_deref(),
+                Some(&b"durable"[..])
+            );
             match kv.get(Cf::Meta, b"b").unwrap() {
                 Some(_) => kept_unsynced += 1,
                 None => lost_unsynced += 1,
             }
             if let Some(bytes) = chunks.read_all(&id(2)).unwrap() {
-                assert!(b"volatile".starts_with(&bytes) || bytes.len() == 8, "{bytes:?}");
+                assert!(
+                    b"volatile".starts_with(&bytes) || bytes.len() == 8,
+                    "{bytes:?}"
+                );
             }
         }
         assert!(kept_unsynced > 0 && lost_unsynced > 0);
@@ -540,7 +546,13 @@ mod tests {
             let chunks = disk.chunks();
             chunks.write(&id(3), b"x", true).unwrap();
             chunks.delete(&id(3)).unwrap();
-            if disk.restart(seed).chunks().read_all(&id(3)).unwrap().is_some() {
+            if disk
+                .restart(seed)
+                .chunks()
+                .read_all(&id(3))
+                .unwrap()
+                .is_some()
+            {
                 came_back += 1;
             }
             let disk = SimDisk::new(seed);
@@ -548,7 +560,13 @@ mod tests {
             chunks.write(&id(3), b"x", true).unwrap();
             chunks.delete(&id(3)).unwrap();
             chunks.sync_dir(&id(3)).unwrap();
-            assert!(disk.restart(seed).chunks().read_all(&id(3)).unwrap().is_none());
+            assert!(
+                disk.restart(seed)
+                    .chunks()
+                    .read_all(&id(3))
+                    .unwrap()
+                    .is_none()
+            );
         }
         assert!(came_back > 0);
     }
