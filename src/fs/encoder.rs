@@ -40,10 +40,13 @@ pub(crate) struct EncodeCtx {
 /// and its buffer handed back.
 pub(crate) type JobResult = Result<Prepared, (FsError, u64, Plain)>;
 
-/// Set by a test to make the next encoding job panic.
+/// Set by a test to make the next encoding job of a chunk that starts with
+/// `PANIC_MARK` panic (once).
 #[cfg(test)]
 pub(crate) static PANIC_NEXT_JOB: std::sync::atomic::AtomicBool =
     std::sync::atomic::AtomicBool::new(false);
+#[cfg(test)]
+pub(crate) const PANIC_MARK: &[u8] = b"pangea test: this chunk's job panics";
 
 impl EncodeCtx {
     /// `prepare_one`, with a panic turned into an error that hands the
@@ -53,7 +56,9 @@ impl EncodeCtx {
         let mine = plain.clone();
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             #[cfg(test)]
-            if PANIC_NEXT_JOB.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            if plain.starts_with(PANIC_MARK)
+                && PANIC_NEXT_JOB.swap(false, std::sync::atomic::Ordering::SeqCst)
+            {
                 panic!("test: an encoding job panics");
             }
             self.prepare_one(index, plain, file_name)

@@ -200,7 +200,7 @@ pub struct Fs {
     cache: Arc<ChunkCache>,
     cfg: FsConfig,
     /// Serializes every index mutation (see the module docs).
-    ns: Mutex<()>,
+    ns: Arc<NsLock>,
     next_ino: AtomicU64,
     /// Per-inode state of open files.
     open: Mutex<HashMap<u64, data::OpenEntry>>,
@@ -217,6 +217,42 @@ pub struct Fs {
     /// name just before a rename or unlink must still find it.
     lookups: Mutex<HashMap<u64, u64>>,
     stats: Arc<data::Counters>,
+}
+
+/// The namespace mutex, which knows which thread holds it (tests check
+/// that no fsync, encoding or unbounded scan runs under it).
+#[derive(Default)]
+pub(crate) struct NsLock {
+    m: Mutex<()>,
+    /// `thread_tag()` of the holder; 0 when free.
+    holder: AtomicU64,
+}
+
+/// A small number naming the calling thread (never 0).
+fn thread_tag() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local!(static TAG: u64 = NEXT.fetch_add(1, Ordering::Relaxed));
+    TAG.with(|t| *t)
+}
+
+impl NsLock {
+    /// Does the calling thread hold the mutex?
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn is_held_here(&self) -> bool {
+        self.holder.load(Ordering::Acquire) == thread_tag()
+    }
+}
+
+/// Holds `ns`; clears its holder when dropped.
+pub(crate) struct NsGuard<'a> {
+    holder: &'a AtomicU64,
+    _guard: MutexGuard<'a, ()>,
+}
+
+impl Drop for NsGuard<'_> {
+    fn drop(&mut self) {
+        self.holder.store(0, Ordering::Release);
+    }
 }
 
 const META_NEXT_INO: &[u8] = b"next_ino";
@@ -284,7 +320,7 @@ impl Fs {
             pool: Arc::new(encoder::Pool::new(threads, ENCODE_QUEUE)),
             cache,
             cfg,
-            ns: Mutex::new(()),
+            ns: Arc::new(NsLock::default()),
             next_ino: AtomicU64::new(next),
             open: Mutex::new(HashMap::new()),
             handles: Mutex::new(HashMap::new()),
@@ -355,8 +391,13 @@ impl Fs {
         &self.cfg
     }
 
-    fn lock_ns(&self) -> MutexGuard<'_, ()> {
-        self.ns.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock_ns(&self) -> NsGuard<'_> {
+        let guard = self.ns.m.lock().unwrap_or_else(|p| p.into_inner());
+        self.ns.holder.store(thread_tag(), Ordering::Release);
+        NsGuard {
+            holder: &self.ns.holder,
+            _guard: guard,
+        }
     }
 
     fn alloc_ino(&self, batch: &mut Batch) -> u64 {
@@ -431,3 +472,5 @@ impl Fs {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_power;

@@ -243,6 +243,11 @@ impl SimDisk {
         self.shared.lock().armed = Some((n, Fault::NoSpace));
     }
 
+    /// Drops an armed cut or fault that has not happened yet.
+    pub fn disarm(&self) {
+        self.shared.lock().armed = None;
+    }
+
     /// Cuts the power now (no-op if it is already off).
     pub fn power_cut(&self) {
         let mut st = self.shared.lock();
