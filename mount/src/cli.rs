@@ -6,6 +6,13 @@ use std::path::{Path, PathBuf};
 
 use fuser::{MountOption, SessionACL};
 
+/// The default data dir: `$XDG_DATA_HOME/pangea` (`~/.local/share/pangea`).
+pub fn default_data_dir() -> Result<PathBuf, String> {
+    directories::ProjectDirs::from("", "", "pangea")
+        .map(|d| d.data_dir().to_path_buf())
+        .ok_or_else(|| "cannot find a home directory for the data dir: pass --data-dir".into())
+}
+
 /// Parsed `-o` options.
 #[derive(Debug, Clone, Default)]
 pub struct MountOpts {

@@ -361,7 +361,7 @@ impl Stored {
     }
 
     /// The chunk file this encoding wrote, if any.
-    fn file(&self) -> Option<[u8; 32]> {
+    pub(crate) fn file(&self) -> Option<[u8; 32]> {
         (self.loc == LOC_FILE).then(|| self.blob())
     }
 
@@ -1288,8 +1288,16 @@ impl Fs {
             let enc = self.enc.clone();
             let tx = tx.clone();
             let name = inode.ino.to_string();
+            let syncer = self.syncer.clone();
             let job = Box::new(move || {
-                let _ = tx.send(enc.prepare_guarded(index, plain, &name));
+                let r = enc.prepare_guarded(index, plain, &name, false);
+                enc.deliver_durable(
+                    r,
+                    &syncer,
+                    Box::new(move |r| {
+                        let _ = tx.send(r);
+                    }),
+                );
             });
             if let Err(job) = self.pool.submit(job) {
                 job();
@@ -1384,8 +1392,16 @@ impl Fs {
             let enc = self.enc.clone();
             let tx = tx.clone();
             let name = name.clone();
+            let syncer = self.syncer.clone();
             let job: Box<dyn FnOnce() + Send> = Box::new(move || {
-                let _ = tx.send(enc.prepare_guarded(index, Arc::new(buf), &name));
+                let r = enc.prepare_guarded(index, Arc::new(buf), &name, false);
+                enc.deliver_durable(
+                    r,
+                    &syncer,
+                    Box::new(move |r| {
+                        let _ = tx.send(r);
+                    }),
+                );
             });
             if let Err(job) = self.pool.submit(job) {
                 job();

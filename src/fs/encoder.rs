@@ -52,7 +52,13 @@ impl EncodeCtx {
     /// `prepare_one`, with a panic turned into an error that hands the
     /// slot's buffer back (nothing acknowledged is lost; the request that
     /// waits for the job fails with EIO instead of waiting forever).
-    pub(crate) fn prepare_guarded(&self, index: u64, plain: Plain, file_name: &str) -> JobResult {
+    pub(crate) fn prepare_guarded(
+        &self,
+        index: u64,
+        plain: Plain,
+        file_name: &str,
+        durable: bool,
+    ) -> JobResult {
         let mine = plain.clone();
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             #[cfg(test)]
@@ -61,7 +67,7 @@ impl EncodeCtx {
             {
                 panic!("test: an encoding job panics");
             }
-            self.prepare_one(index, plain, file_name)
+            self.prepare_one(index, plain, file_name, durable)
         }))
         .unwrap_or_else(|_| {
             warn!(
@@ -81,9 +87,59 @@ impl EncodeCtx {
         }
     }
 
+    /// Delivers a job's result once its chunk file, written without a
+    /// sync, is durable: the sync runs on `syncer`, whose threads wait on
+    /// the disk while the encoder threads go on encoding (and the kernel
+    /// commits concurrent syncs together). A failed sync deletes the file
+    /// and hands the slot's buffer back.
+    pub(crate) fn deliver_durable(
+        &self,
+        r: JobResult,
+        syncer: &Pool,
+        deliver: Box<dyn FnOnce(JobResult) + Send>,
+    ) {
+        let blob = match &r {
+            Ok(p) => p.encoded.as_ref().and_then(Stored::file),
+            Err(_) => None,
+        };
+        let Some(blob) = blob else {
+            return deliver(r);
+        };
+        let chunks = self.chunks.clone();
+        let job: Job = Box::new(move || {
+            let synced =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| chunks.sync(&blob)));
+            let r = r.and_then(|p| match synced {
+                Ok(Ok(true)) => Ok(p),
+                Ok(Ok(false)) => Err((
+                    FsError::Corrupt("chunk file vanished before its sync"),
+                    p.index,
+                    p.plain,
+                )),
+                Ok(Err(e)) => {
+                    let _ = chunks.delete(&blob);
+                    Err((e.into(), p.index, p.plain))
+                }
+                Err(_) => Err((FsError::Internal("a chunk sync panicked"), p.index, p.plain)),
+            });
+            deliver(r);
+        });
+        if let Err(job) = syncer.submit(job) {
+            job();
+        }
+    }
+
     /// Names slot `index`'s plaintext; encodes and stores it unless a chunk
-    /// with the same id is already stored.
-    pub(crate) fn prepare_one(&self, index: u64, plain: Plain, file_name: &str) -> JobResult {
+    /// with the same id is already stored. `durable`: its chunk file is
+    /// synced before this returns; otherwise the caller syncs it (see
+    /// `deliver_durable`) before any batch names it.
+    pub(crate) fn prepare_one(
+        &self,
+        index: u64,
+        plain: Plain,
+        file_name: &str,
+        durable: bool,
+    ) -> JobResult {
         let id = *self.ces.chunk_id(&plain).as_bytes();
         let exists = match self.kv.get(Cf::Chunk, &id) {
             Ok(v) => v.is_some(),
@@ -104,7 +160,7 @@ impl EncodeCtx {
             file_name: Some(file_name),
             not_first_chunk: index > 0,
         };
-        match self.encode_and_store(&plain, &hint) {
+        match self.encode_with(&plain, &hint, durable) {
             Ok(enc) => Ok(Prepared {
                 index,
                 id,
@@ -122,6 +178,12 @@ impl EncodeCtx {
     /// in the GC table first, so a crash before the commit does not leak it;
     /// after a power cut, the sweep at the next mount removes it).
     pub(crate) fn encode_and_store(&self, plain: &[u8], hint: &Hint<'_>) -> FsResult<Stored> {
+        self.encode_with(plain, hint, true)
+    }
+
+    /// `encode_and_store`, with the chunk file's sync left to the caller
+    /// unless `durable`.
+    fn encode_with(&self, plain: &[u8], hint: &Hint<'_>, durable: bool) -> FsResult<Stored> {
         let enc = self
             .ces
             .encode(plain, self.shard_params, hint)
@@ -148,7 +210,7 @@ impl EncodeCtx {
         let mut b = Batch::new();
         b.put(Cf::Gc, &blob, &[]);
         self.kv.write(b, false)?;
-        self.chunks.write(&blob, &shards, true)?;
+        self.chunks.write(&blob, &shards, durable)?;
         Ok(stored)
     }
 }

@@ -110,6 +110,23 @@ impl ChunkFiles {
         Ok(files)
     }
 
+    /// Opens the existing chunk directory `dir` for reading only: nothing
+    /// is created or removed (temp files a crash left stay).
+    pub fn open_read_only(dir: &Path) -> Result<Self, StoreError> {
+        if !dir.is_dir() {
+            return Err(StoreError::Io(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no chunk directory {}", dir.display()),
+            )));
+        }
+        Ok(ChunkFiles {
+            dir: dir.to_path_buf(),
+            next_temp: AtomicU64::new(0),
+            direct: AtomicBool::new(true),
+            mem_align: AtomicUsize::new(0),
+        })
+    }
+
     /// The root directory.
     pub fn dir(&self) -> &Path {
         &self.dir

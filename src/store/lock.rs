@@ -73,6 +73,19 @@ impl DataDirLock {
         Ok(DataDirLock { file, path })
     }
 
+    /// Takes the lock of an existing `data_dir` without writing anything
+    /// (a read-only mount, fsck): the lock file must exist (every data dir
+    /// mounted once has one) and keeps the pid of its last writer.
+    pub fn acquire_read_only(data_dir: &Path) -> Result<DataDirLock, StoreError> {
+        let path = data_dir.join(LOCK_FILE);
+        let file = File::open(&path).map_err(from_io)?;
+        match file.try_lock() {
+            Ok(()) => Ok(DataDirLock { file, path }),
+            Err(TryLockError::WouldBlock) => Err(StoreError::Locked { path }),
+            Err(TryLockError::Error(e)) => Err(from_io(e)),
+        }
+    }
+
     /// The pid recorded in `data_dir`'s lock file, if any. Informative only:
     /// it may name a process that has exited (its lock went with it).
     pub fn holder_pid(data_dir: &Path) -> Option<u32> {

@@ -141,6 +141,45 @@ impl RocksKv {
         Ok(kv)
     }
 
+    /// Opens the existing index in `dir` for reading only (`-o ro`, fsck):
+    /// nothing in `dir` is written (RocksDB replays its log in memory, and
+    /// its info log goes to `log_dir`). Writes fail.
+    pub fn open_read_only(dir: &Path, log_dir: &Path) -> Result<RocksKv, StoreError> {
+        if !dir.join("CURRENT").try_exists().map_err(super::from_io)? {
+            return Err(StoreError::Corrupt("no index in the data dir"));
+        }
+        let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
+        let mut db_opts = Options::default();
+        db_opts.set_max_open_files(MAX_OPEN_FILES);
+        db_opts.set_db_log_dir(log_dir);
+        db_opts.set_max_log_file_size(INFO_LOG_BYTES);
+        db_opts.set_keep_log_file_num(1);
+        let names = DB::list_cf(&db_opts, dir).map_err(|e| db_error(e, dir))?;
+        let descriptors = names
+            .into_iter()
+            .filter(|n| n != "default")
+            .map(|name| ColumnFamilyDescriptor::new(name, cf_options(&cache)));
+        let db = DB::open_cf_descriptors_read_only(&db_opts, dir, descriptors, false)
+            .map_err(|e| db_error(e, dir))?;
+        let kv = RocksKv {
+            db,
+            cache,
+            dir: dir.to_path_buf(),
+            synced_seq: AtomicU64::new(u64::MAX),
+        };
+        let found = kv
+            .get(Cf::Meta, SCHEMA_KEY)?
+            .and_then(|v| <[u8; 4]>::try_from(v.as_slice()).ok())
+            .map(u32::from_le_bytes);
+        if found != Some(SCHEMA_VERSION) {
+            return Err(StoreError::Schema {
+                found: found.unwrap_or(0),
+                expected: SCHEMA_VERSION,
+            });
+        }
+        Ok(kv)
+    }
+
     /// The database directory.
     pub fn dir(&self) -> &Path {
         &self.dir
