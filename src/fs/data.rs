@@ -1105,6 +1105,11 @@ impl Fs {
             let full_end = last.saturating_mul(cs).max(full_start);
             let head = (offset, end.min(full_start));
             let tail = (offset.max(full_end), end);
+            let idle = st.a().opens == 0;
+            drop(st);
+            if idle {
+                self.forget_if_closed(ino);
+            }
             (head, tail)
         };
         for (from, to) in [head, tail] {
