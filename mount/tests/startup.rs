@@ -193,6 +193,60 @@ fn signal_unmounts_flushes_and_exits_zero() {
     }
 }
 
+/// Without its key, a data dir that has an index is not mounted, and no
+/// new key is made; with another key, the index's key check value refuses
+/// it, writing nothing. Each is one line. The right key mounts again.
+#[test]
+fn a_missing_or_wrong_key_is_refused_with_one_line_error() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut m = Mount::new();
+    m.sh_ok("echo secret > f");
+    let status = m.unmount();
+    assert!(status.success(), "exit {status}:\n{}", m.log_text());
+    let key = m.data.join("master.key");
+    let saved = std::fs::read(&key).expect("key");
+    let run_fg = || {
+        run_bin([
+            OsStr::new("-f"),
+            OsStr::new("--data-dir"),
+            m.data.as_os_str(),
+            m.mnt.as_os_str(),
+        ])
+    };
+    let last_line = |run: &Run| run.stderr.lines().last().unwrap_or_default().to_owned();
+
+    std::fs::remove_file(&key).expect("remove key");
+    let run = run_fg();
+    assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+    let line = last_line(&run);
+    assert!(
+        line.starts_with("pangea-mount: ")
+            && line.contains("restore master.key from your backup or recovery kit"),
+        "{}",
+        run.stderr
+    );
+    assert!(!key.exists(), "a new key was created");
+    assert!(!is_mounted(&m.mnt));
+
+    std::fs::write(&key, [0x99; 32]).expect("write another key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let run = run_fg();
+    assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+    let line = last_line(&run);
+    assert!(
+        line.starts_with(
+            "pangea-mount: master.key does not match this data dir's index (wrong key?)"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(!is_mounted(&m.mnt));
+
+    std::fs::write(&key, &saved).expect("restore the key");
+    m.start();
+    m.sh_ok("[ \"$(cat f)\" = secret ]");
+}
+
 #[test]
 fn fusermount_u_stops_the_daemon_cleanly_and_data_persists() {
     let mut m = Mount::new();

@@ -227,6 +227,10 @@ fn serve(
                 format!("index: {e}")
             }
         })?;
+        // Before anything else reads or writes the index: is this its key?
+        // (A mismatch writes nothing; -o ro writes no missing check value.)
+        pangea::fs::datadir::check_key(&kv, &dir.master, opts.read_only)
+            .map_err(|e| e.to_string())?;
         let chunks =
             ChunkFiles::open(&dir.chunks_dir()).map_err(|e| format!("chunk store: {e}"))?;
         let cfg = FsConfig {
