@@ -193,6 +193,55 @@ fn signal_unmounts_flushes_and_exits_zero() {
     }
 }
 
+/// A signal whose unmount fails (the mount is busy: a process has its cwd
+/// in it) leaves the daemon serving and listening; the next SIGTERM, once
+/// the mount is no longer busy, unmounts and the daemon exits 0.
+#[test]
+fn a_busy_unmount_keeps_the_daemon_listening_and_a_second_sigterm_retries() {
+    let mut m = Mount::new();
+    m.sh_ok("mkdir busy && echo kept > busy/f");
+    /// Killed and reaped on drop, also when the test fails.
+    struct Busy(std::process::Child);
+    impl Drop for Busy {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let busy = Busy(
+        Command::new("sleep")
+            .arg("600")
+            .current_dir(m.path("busy"))
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn a process inside the mount"),
+    );
+    // The daemon logs its failed unmount once it has handled the signal.
+    let failures = |m: &Mount| {
+        std::fs::read_to_string(&m.log)
+            .unwrap_or_default()
+            .matches("unmount failed")
+            .count()
+    };
+    for round in 1..=2 {
+        common::signal(m.pid(), libc::SIGTERM);
+        wait_for("the failed unmount to be logged", MOUNT_TIMEOUT, || {
+            failures(&m) >= round
+        });
+        assert!(is_mounted(&m.mnt), "round {round}: unmounted while busy");
+        assert!(m.daemon_running(), "round {round}:\n{}", m.log_text());
+        // Still serving.
+        m.sh_ok("[ \"$(cat busy/f)\" = kept ] && echo more > g");
+    }
+    drop(busy);
+    let status = m.stop_with_signal(libc::SIGTERM);
+    assert!(status.success(), "exit {status}:\n{}", m.log_text());
+    assert!(!is_mounted(&m.mnt));
+    assert!(m.log_text().contains("unmounted"), "{}", m.log_text());
+    m.start();
+    m.sh_ok("[ \"$(cat busy/f)\" = kept ] && [ \"$(cat g)\" = more ]");
+}
+
 /// Without its key, a data dir that has an index is not mounted, and no
 /// new key is made; with another key, the index's key check value refuses
 /// it, writing nothing. Each is one line. The right key mounts again.
