@@ -515,7 +515,7 @@ fn damaged_chunks_are_rebuilt_and_rewritten() {
     let (f, fh) = t.fs.create(&C, ROOT_INO, b"r", 0o644).unwrap();
     t.fs.write(f.ino, 0, &data).unwrap();
     t.fs.release(fh).unwrap();
-    corrupt_chunk_files(t.dir.path(), 2);
+    corrupt_chunk_files(t.kv.as_ref(), t.dir.path(), 2);
     // A fresh core: nothing cached.
     drop(t.fs);
     let fs = open(&t.kv, &t.dir, cfg());
@@ -523,7 +523,7 @@ fn damaged_chunks_are_rebuilt_and_rewritten() {
     assert_eq!(fs.data_stats().chunks_repaired, 1);
     drop(fs);
     // The rewrite healed it: damage 2 more shards and it still reads.
-    corrupt_chunk_files(t.dir.path(), 2);
+    corrupt_chunk_files(t.kv.as_ref(), t.dir.path(), 2);
     let fs = open(&t.kv, &t.dir, cfg());
     assert_eq!(fs.read(f.ino, 0, data.len() as u32).unwrap(), data);
 }
@@ -577,7 +577,7 @@ fn sequential_readers_find_the_next_chunks_decoded_ahead() {
 
     // Damaged data shards: what is fetched ahead fails to decode and is not
     // cached; the reader's own path rebuilds every chunk.
-    corrupt_chunk_files(t.dir.path(), 1);
+    corrupt_chunk_files(t.kv.as_ref(), t.dir.path(), 1);
     let fs = open(&t.kv, &t.dir, cfg());
     let fh = fs.open(f.ino, false).unwrap();
     assert_eq!(read_sequentially(&fs, f.ino, data.len(), 16 * 1024), data);
@@ -592,7 +592,7 @@ fn too_much_damage_is_an_io_error_never_wrong_bytes() {
     let (f, fh) = t.fs.create(&C, ROOT_INO, b"l", 0o644).unwrap();
     t.fs.write(f.ino, 0, &data).unwrap();
     t.fs.release(fh).unwrap();
-    corrupt_chunk_files(t.dir.path(), 3);
+    corrupt_chunk_files(t.kv.as_ref(), t.dir.path(), 3);
     drop(t.fs);
     let fs = open(&t.kv, &t.dir, cfg());
     let e = fs.read(f.ino, 0, 10).unwrap_err();
