@@ -1,7 +1,7 @@
 //! End-to-end: real programs on a real mount (cp, mv, ln, tar, rsync,
 //! sqlite3, git, python's mmap, editors' save-by-rename, big directories,
 //! concurrent writers, long names, unlinked-open files, xattrs, df, cached
-//! attributes, read-only mounts).
+//! attributes, read-only mounts, st_blocks).
 //!
 //! Each test mounts its own data dir; the `Mount` guard unmounts it even
 //! when the test fails. Needs /dev/fuse, fusermount3 and the tools listed in
@@ -610,4 +610,25 @@ fn statfs_reports_the_data_dir_disk() {
         avail(data)
     );
     assert_eq!(mnt[3], 255, "name length limit");
+}
+
+/// What `stat` shows for `st_blocks` and a directory's size (see
+/// docs/SEMANTICS.md): blocks follow the size, holes included; a
+/// directory's size is 0.
+#[test]
+fn stat_shows_blocks_from_the_size_and_directories_of_size_0() {
+    let m = Mount::new();
+    let out = m.sh_ok(
+        r#"
+        truncate -s 10M sparse && printf x >> sparse
+        head -c 513 /dev/zero > f513
+        mkdir d && touch d/a d/b
+        stat -c '%n %s %b %B' sparse f513 d
+        "#,
+    );
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["sparse 10485761 20481 512", "f513 513 2 512", "d 0 8 512"],
+        "{out}"
+    );
 }

@@ -652,11 +652,41 @@ fn semantics_read_does_not_update_atime() {
 #[test]
 fn semantics_blocks_follow_the_size_even_for_sparse_files() {
     let t = setup();
+    // Numbers worked out by hand, not by the formula under test: one byte
+    // written at 10 MiB makes a 10,485,761-byte file, 20,480 full 512-byte
+    // blocks and one partial block (ext4 would report 8 blocks: one 4 KiB
+    // block allocated).
     let (f, fh) = t.fs.create(&C, ROOT_INO, b"s", 0o644).unwrap();
     t.fs.write(f.ino, 10 << 20, b"x").unwrap();
     t.fs.release(fh).unwrap();
     let a = t.fs.getattr(f.ino).unwrap();
-    assert_eq!(a.blocks(), a.size.div_ceil(512));
+    assert_eq!(a.size, 10_485_761);
+    assert_eq!(a.blocks(), 20_481);
+    // Around the block boundary, and small files (inline in the index).
+    for (len, blocks) in [
+        (0usize, 0u64),
+        (1, 1),
+        (511, 1),
+        (512, 1),
+        (513, 2),
+        (4096, 8),
+    ] {
+        let name = format!("f{len}");
+        let (f, fh) = t.fs.create(&C, ROOT_INO, name.as_bytes(), 0o644).unwrap();
+        t.fs.write(f.ino, 0, &vec![7u8; len]).unwrap();
+        t.fs.release(fh).unwrap();
+        let a = t.fs.getattr(f.ino).unwrap();
+        assert_eq!(
+            (a.size, a.blocks()),
+            (len as u64, blocks),
+            "{len}-byte file"
+        );
+    }
+    // A symlink counts its target's length; a directory 8 blocks.
+    let l = t.fs.symlink(&C, ROOT_INO, b"l", &[b'x'; 600]).unwrap();
+    assert_eq!(t.fs.getattr(l.ino).unwrap().blocks(), 2);
+    let d = t.fs.mkdir(&C, ROOT_INO, b"d", 0o755).unwrap();
+    assert_eq!(t.fs.getattr(d.ino).unwrap().blocks(), 8);
 }
 
 #[test]
