@@ -690,6 +690,113 @@ fn semantics_blocks_follow_the_size_even_for_sparse_files() {
 }
 
 #[test]
+fn semantics_hard_links_stop_at_65000_with_emlink() {
+    let t = setup();
+    let (f, fh) = t.fs.create(&C, ROOT_INO, b"f", 0o644).unwrap();
+    t.fs.release(fh).unwrap();
+    for i in 1..65_000u32 {
+        t.fs.link(f.ino, ROOT_INO, format!("l{i}").as_bytes())
+            .unwrap();
+    }
+    assert_eq!(t.fs.getattr(f.ino).unwrap().nlink, 65_000);
+    let e = t.fs.link(f.ino, ROOT_INO, b"one-more").unwrap_err();
+    assert_eq!(e.errno(), nix::libc::EMLINK);
+    assert!(matches!(
+        t.fs.lookup(ROOT_INO, b"one-more"),
+        Err(FsError::NotFound)
+    ));
+    // One fewer, and a link can be made again.
+    t.fs.unlink(ROOT_INO, b"l1").unwrap();
+    t.fs.link(f.ino, ROOT_INO, b"one-more").unwrap();
+    assert_eq!(t.fs.getattr(f.ino).unwrap().nlink, 65_000);
+}
+
+#[test]
+fn semantics_directories_have_size_0() {
+    let t = setup();
+    let d = t.fs.mkdir(&C, ROOT_INO, b"d", 0o755).unwrap();
+    assert_eq!(d.size, 0);
+    for i in 0..100 {
+        let (_, fh) =
+            t.fs.create(&C, d.ino, format!("file {i}").as_bytes(), 0o644)
+                .unwrap();
+        t.fs.release(fh).unwrap();
+    }
+    t.fs.mkdir(&C, d.ino, b"sub", 0o755).unwrap();
+    assert_eq!(t.fs.getattr(d.ino).unwrap().size, 0);
+    assert_eq!(t.fs.getattr(ROOT_INO).unwrap().size, 0);
+}
+
+/// What the data dir holds of a file's bytes: no plaintext in chunk files
+/// or in the index (inline small files are ciphertext too), and write
+/// buffers spilled to staging are in anonymous files (no name in the
+/// staging dir).
+#[test]
+fn security_chunk_files_and_the_index_hold_no_plaintext_and_staging_files_have_no_name() {
+    let staging = tempfile::tempdir().unwrap();
+    let t = setup_with(FsConfig {
+        chunk_size: 64 * 1024,
+        inline_max: 8 * 1024,
+        dirty_limit: 100 * 1024,
+        staging_dir: Some(staging.path().to_path_buf()),
+        ..FsConfig::default()
+    });
+    // Incompressible: stored uncompressed, so only encryption can hide it.
+    let big = random(10 * 64 * 1024, 77);
+    let small = random(3000, 78); // inline, in the index
+    let (f, fh) = t.fs.create(&C, ROOT_INO, b"big", 0o644).unwrap();
+    // Half of every chunk, then the other halves: no chunk fills (and goes
+    // to the encoder) before the buffers pass the dirty limit and spill.
+    for half in [0, 1] {
+        for c in 0..10 {
+            let at = c * 64 * 1024 + half * 32 * 1024;
+            t.fs.write(f.ino, at as u64, &big[at..at + 32 * 1024])
+                .unwrap();
+        }
+    }
+    assert!(t.fs.data_stats().slots_spilled > 0, "nothing was spilled");
+    let names = std::fs::read_dir(staging.path()).unwrap().count();
+    assert_eq!(names, 0, "a staging file has a name");
+    t.fs.release(fh).unwrap();
+    let (g, gh) = t.fs.create(&C, ROOT_INO, b"small", 0o644).unwrap();
+    t.fs.write(g.ino, 0, &small).unwrap();
+    t.fs.release(gh).unwrap();
+    assert_eq!(t.kv.len(crate::store::Cf::Inline), 1);
+    assert_eq!(t.fs.read(f.ino, 0, big.len() as u32).unwrap(), big);
+
+    // Any 32-byte window of either plaintext, looked for everywhere.
+    let windows: std::collections::HashSet<&[u8]> = big
+        .windows(32)
+        .chain(small.windows(32))
+        .step_by(7)
+        .collect();
+    let holds_plaintext = |bytes: &[u8]| bytes.windows(32).any(|w| windows.contains(w));
+    // The search finds what it looks for, at any offset.
+    assert!(holds_plaintext(&big[1001..1100]) && holds_plaintext(&small[5..60]));
+    let mut files = 0;
+    let chunks = ChunkFiles::open(&t.dir.path().join("chunks")).unwrap();
+    chunks
+        .visit(&mut |id, _| {
+            let bytes = chunks.read_all(id).unwrap().unwrap();
+            assert!(!holds_plaintext(&bytes), "plaintext in a chunk file");
+            files += 1;
+            true
+        })
+        .unwrap();
+    assert_eq!(files, 10);
+    for cf in crate::store::Cf::ALL {
+        crate::store::Kv::scan(t.kv.as_ref(), cf, b"", b"", &mut |k, v| {
+            assert!(
+                !holds_plaintext(k) && !holds_plaintext(v),
+                "plaintext in {cf:?}"
+            );
+            true
+        })
+        .unwrap();
+    }
+}
+
+#[test]
 fn semantics_only_basic_fallocate_modes_are_supported() {
     let t = setup();
     let (f, fh) = t.fs.create(&C, ROOT_INO, b"f", 0o644).unwrap();
