@@ -1,6 +1,7 @@
 //! Committed fixtures of chunk-manifest format v1 (docs/FORMAT.md): this code
 //! must keep decoding what earlier builds wrote. `PANGEA_BLESS=1 cargo test
-//! --test ces_fixtures` rewrites them (only when the format version changes).
+//! --test ces_fixtures` rewrites them (only when the format version changes;
+//! refused in CI), and the files written are then checked as always.
 //!
 //! Each fixture directory holds `manifest.bin`, `shards.bin` (k + m shards
 //! back to back) and `plaintext.bin`; the key is [`FIXTURE_KEY`].
@@ -73,10 +74,42 @@ fn ces() -> Ces {
     Ces::new(&MasterKey::from_bytes(FIXTURE_KEY), fixture_policy()).unwrap()
 }
 
+/// Whether to rewrite the fixtures: only for `PANGEA_BLESS=1`, and never
+/// in CI (`CI` or `PANGEA_REQUIRE_ALL=1` set), where a bless would make the
+/// check below compare the code with itself.
+fn bless_requested(bless: Option<&str>, ci: bool) -> Result<bool, String> {
+    match bless {
+        None | Some("" | "0") => Ok(false),
+        Some("1") if ci => Err("PANGEA_BLESS=1 in CI: refusing to rewrite the fixtures".into()),
+        Some("1") => Ok(true),
+        Some(other) => Err(format!(
+            "PANGEA_BLESS={other:?}: only PANGEA_BLESS=1 rewrites the fixtures"
+        )),
+    }
+}
+
+#[test]
+fn only_pangea_bless_1_outside_ci_rewrites_the_fixtures() {
+    assert_eq!(bless_requested(None, false), Ok(false));
+    assert_eq!(bless_requested(None, true), Ok(false));
+    assert_eq!(bless_requested(Some("1"), false), Ok(true));
+    assert!(bless_requested(Some("1"), true).is_err());
+    assert_eq!(bless_requested(Some("0"), false), Ok(false));
+    assert_eq!(bless_requested(Some(""), true), Ok(false));
+    for v in ["true", "yes", "01", "2"] {
+        assert!(bless_requested(Some(v), false).is_err(), "{v:?}");
+    }
+}
+
 #[test]
 fn committed_v1_fixtures_decode() {
     let c = ces();
-    if std::env::var_os("PANGEA_BLESS").is_some() {
+    let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false")
+        || std::env::var("PANGEA_REQUIRE_ALL").as_deref() == Ok("1");
+    let bless = std::env::var("PANGEA_BLESS").ok();
+    // Fails on an unclear PANGEA_BLESS (or one in CI) rather than guess.
+    if bless_requested(bless.as_deref(), ci).unwrap_or_else(|e| panic!("{e}")) {
+        eprintln!("PANGEA_BLESS=1: rewriting tests/fixtures/ces-v1 (review the diff)");
         for f in FIXTURES {
             let p = ShardParams::new(f.k, f.m).unwrap();
             let enc = c
@@ -89,6 +122,8 @@ fn committed_v1_fixtures_decode() {
             fs::write(d.join("shards.bin"), enc.into_parts().1).unwrap();
         }
     }
+    // Checked in every case, after a bless too (from the files, as a later
+    // build reads them).
     for f in FIXTURES {
         let d = dir(f.name);
         let manifest = Manifest::decode(&fs::read(d.join("manifest.bin")).unwrap()).unwrap();

@@ -1,7 +1,7 @@
 //! End-to-end: real programs on a real mount (cp, mv, ln, tar, rsync,
 //! sqlite3, git, python's mmap, editors' save-by-rename, big directories,
 //! concurrent writers, long names, unlinked-open files, xattrs, df, cached
-//! attributes, read-only mounts).
+//! attributes, read-only mounts, file locks, st_blocks).
 //!
 //! Each test mounts its own data dir; the `Mount` guard unmounts it even
 //! when the test fails. Needs /dev/fuse, fusermount3 and the tools listed in
@@ -610,4 +610,72 @@ fn statfs_reports_the_data_dir_disk() {
         avail(data)
     );
     assert_eq!(mnt[3], 255, "name length limit");
+}
+
+/// flock(2) and POSIX (fcntl) locks are kept by the kernel for the mount:
+/// a lock held by one process refuses a conflicting one from another
+/// process, and the lock is free again once released.
+#[test]
+fn flock_and_posix_locks_exclude_other_processes() {
+    let m = Mount::new();
+    m.sh_ok(
+        r#"
+        echo data > lockfile
+        # flock(2): another open file description conflicts.
+        exec 9>>lockfile
+        flock -x 9
+        if flock -n lockfile true; then echo "second flock granted"; exit 1; fi
+        flock -u 9
+        flock -n lockfile true
+        exec 9>&-
+        # POSIX locks (fcntl F_SETLK) between two processes.
+        python3 - <<'PY'
+import fcntl, os, sys
+fd = os.open("lockfile", os.O_RDWR)
+fcntl.lockf(fd, fcntl.LOCK_EX)
+tried_r, tried_w = os.pipe()
+freed_r, freed_w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    fd2 = os.open("lockfile", os.O_RDWR)
+    try:
+        fcntl.lockf(fd2, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os._exit(1)  # granted while the parent holds it
+    except OSError:
+        pass
+    os.write(tried_w, b"t")
+    os.read(freed_r, 1)  # the parent has unlocked
+    fcntl.lockf(fd2, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os._exit(0)
+os.close(tried_w)
+os.close(freed_r)
+os.read(tried_r, 1)  # (EOF if the child exited first)
+fcntl.lockf(fd, fcntl.LOCK_UN)
+os.write(freed_w, b"u")
+_, status = os.waitpid(pid, 0)
+sys.exit(os.waitstatus_to_exitcode(status))
+PY
+        "#,
+    );
+}
+
+/// What `stat` shows for `st_blocks` and a directory's size (see
+/// docs/SEMANTICS.md): blocks follow the size, holes included; a
+/// directory's size is 0.
+#[test]
+fn stat_shows_blocks_from_the_size_and_directories_of_size_0() {
+    let m = Mount::new();
+    let out = m.sh_ok(
+        r#"
+        truncate -s 10M sparse && printf x >> sparse
+        head -c 513 /dev/zero > f513
+        mkdir d && touch d/a d/b
+        stat -c '%n %s %b %B' sparse f513 d
+        "#,
+    );
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["sparse 10485761 20481 512", "f513 513 2 512", "d 0 8 512"],
+        "{out}"
+    );
 }

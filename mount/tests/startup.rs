@@ -193,6 +193,109 @@ fn signal_unmounts_flushes_and_exits_zero() {
     }
 }
 
+/// A signal whose unmount fails (the mount is busy: a process has its cwd
+/// in it) leaves the daemon serving and listening; the next SIGTERM, once
+/// the mount is no longer busy, unmounts and the daemon exits 0.
+#[test]
+fn a_busy_unmount_keeps_the_daemon_listening_and_a_second_sigterm_retries() {
+    let mut m = Mount::new();
+    m.sh_ok("mkdir busy && echo kept > busy/f");
+    /// Killed and reaped on drop, also when the test fails.
+    struct Busy(std::process::Child);
+    impl Drop for Busy {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let busy = Busy(
+        Command::new("sleep")
+            .arg("600")
+            .current_dir(m.path("busy"))
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn a process inside the mount"),
+    );
+    // The daemon logs its failed unmount once it has handled the signal.
+    let failures = |m: &Mount| {
+        std::fs::read_to_string(&m.log)
+            .unwrap_or_default()
+            .matches("unmount failed")
+            .count()
+    };
+    for round in 1..=2 {
+        common::signal(m.pid(), libc::SIGTERM);
+        wait_for("the failed unmount to be logged", MOUNT_TIMEOUT, || {
+            failures(&m) >= round
+        });
+        assert!(is_mounted(&m.mnt), "round {round}: unmounted while busy");
+        assert!(m.daemon_running(), "round {round}:\n{}", m.log_text());
+        // Still serving.
+        m.sh_ok("[ \"$(cat busy/f)\" = kept ] && echo more > g");
+    }
+    drop(busy);
+    let status = m.stop_with_signal(libc::SIGTERM);
+    assert!(status.success(), "exit {status}:\n{}", m.log_text());
+    assert!(!is_mounted(&m.mnt));
+    assert!(m.log_text().contains("unmounted"), "{}", m.log_text());
+    m.start();
+    m.sh_ok("[ \"$(cat busy/f)\" = kept ] && [ \"$(cat g)\" = more ]");
+}
+
+/// Without its key, a data dir that has an index is not mounted, and no
+/// new key is made; with another key, the index's key check value refuses
+/// it, writing nothing. Each is one line. The right key mounts again.
+#[test]
+fn a_missing_or_wrong_key_is_refused_with_one_line_error() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut m = Mount::new();
+    m.sh_ok("echo secret > f");
+    let status = m.unmount();
+    assert!(status.success(), "exit {status}:\n{}", m.log_text());
+    let key = m.data.join("master.key");
+    let saved = std::fs::read(&key).expect("key");
+    let run_fg = || {
+        run_bin([
+            OsStr::new("-f"),
+            OsStr::new("--data-dir"),
+            m.data.as_os_str(),
+            m.mnt.as_os_str(),
+        ])
+    };
+    let last_line = |run: &Run| run.stderr.lines().last().unwrap_or_default().to_owned();
+
+    std::fs::remove_file(&key).expect("remove key");
+    let run = run_fg();
+    assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+    let line = last_line(&run);
+    assert!(
+        line.starts_with("pangea-mount: ")
+            && line.contains("restore master.key from your backup or recovery kit"),
+        "{}",
+        run.stderr
+    );
+    assert!(!key.exists(), "a new key was created");
+    assert!(!is_mounted(&m.mnt));
+
+    std::fs::write(&key, [0x99; 32]).expect("write another key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let run = run_fg();
+    assert_eq!(run.status.code(), Some(1), "{}", run.stderr);
+    let line = last_line(&run);
+    assert!(
+        line.starts_with(
+            "pangea-mount: master.key does not match this data dir's index (wrong key?)"
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(!is_mounted(&m.mnt));
+
+    std::fs::write(&key, &saved).expect("restore the key");
+    m.start();
+    m.sh_ok("[ \"$(cat f)\" = secret ]");
+}
+
 #[test]
 fn fusermount_u_stops_the_daemon_cleanly_and_data_persists() {
     let mut m = Mount::new();

@@ -33,7 +33,7 @@ pub use codec::Codec;
 pub use detect::{CompressionPolicy, ContentClass, Hint};
 pub use error::{CesError, ManifestError, ParamError, Result, ShardFault};
 pub use ids::{ChunkId, ShardId};
-pub use keys::{KEY_LEN, MasterKey};
+pub use keys::{KEY_CHECK_LEN, KEY_LEN, MasterKey};
 pub use manifest::{FORMAT_VERSION, MAX_CHUNK_LEN, Manifest};
 pub use seal::{NONCE_LEN, TAG_LEN};
 pub use shard::ShardParams;

@@ -37,7 +37,7 @@ use std::ptr;
 
 use pangea::ces::{
     Ces, CesError, CompressionPolicy, Hint, KEY_LEN, MAX_CHUNK_LEN, Manifest, MasterKey,
-    ShardParams, verify_shard,
+    ParamError, ShardParams, verify_shard,
 };
 
 /// Length in bytes of the master key (`ces_config.key_len` must equal it).
@@ -415,8 +415,17 @@ pub unsafe extern "C" fn ces_new(cfg: *const CesConfig, out: *mut *mut CesCtx) -
         if cfg.key.is_null() {
             return Err(FfiError::Null("cfg->key"));
         }
-        // SAFETY: contract of this function.
-        let key = unsafe { slice(cfg.key, cfg.key_len, "cfg->key") }?;
+        // The length first: no slice is made over memory the key cannot
+        // span (a wrong `key_len` may be anything).
+        if cfg.key_len != KEY_LEN {
+            return Err(CesError::from(ParamError::KeyLength {
+                expected: KEY_LEN,
+                got: cfg.key_len,
+            })
+            .into());
+        }
+        // SAFETY: contract of this function; `key_len` is KEY_LEN.
+        let key = unsafe { slice(cfg.key, KEY_LEN, "cfg->key") }?;
         let master = MasterKey::from_slice(key)?;
         let params = ShardParams::new(cfg.k, cfg.m)?;
         let ces = Ces::new(&master, policy_for(cfg.zstd_level))?;

@@ -515,7 +515,7 @@ fn damaged_chunks_are_rebuilt_and_rewritten() {
     let (f, fh) = t.fs.create(&C, ROOT_INO, b"r", 0o644).unwrap();
     t.fs.write(f.ino, 0, &data).unwrap();
     t.fs.release(fh).unwrap();
-    corrupt_chunk_files(t.dir.path(), 2);
+    corrupt_chunk_files(t.kv.as_ref(), t.dir.path(), 2);
     // A fresh core: nothing cached.
     drop(t.fs);
     let fs = open(&t.kv, &t.dir, cfg());
@@ -523,7 +523,7 @@ fn damaged_chunks_are_rebuilt_and_rewritten() {
     assert_eq!(fs.data_stats().chunks_repaired, 1);
     drop(fs);
     // The rewrite healed it: damage 2 more shards and it still reads.
-    corrupt_chunk_files(t.dir.path(), 2);
+    corrupt_chunk_files(t.kv.as_ref(), t.dir.path(), 2);
     let fs = open(&t.kv, &t.dir, cfg());
     assert_eq!(fs.read(f.ino, 0, data.len() as u32).unwrap(), data);
 }
@@ -577,7 +577,7 @@ fn sequential_readers_find_the_next_chunks_decoded_ahead() {
 
     // Damaged data shards: what is fetched ahead fails to decode and is not
     // cached; the reader's own path rebuilds every chunk.
-    corrupt_chunk_files(t.dir.path(), 1);
+    corrupt_chunk_files(t.kv.as_ref(), t.dir.path(), 1);
     let fs = open(&t.kv, &t.dir, cfg());
     let fh = fs.open(f.ino, false).unwrap();
     assert_eq!(read_sequentially(&fs, f.ino, data.len(), 16 * 1024), data);
@@ -592,7 +592,7 @@ fn too_much_damage_is_an_io_error_never_wrong_bytes() {
     let (f, fh) = t.fs.create(&C, ROOT_INO, b"l", 0o644).unwrap();
     t.fs.write(f.ino, 0, &data).unwrap();
     t.fs.release(fh).unwrap();
-    corrupt_chunk_files(t.dir.path(), 3);
+    corrupt_chunk_files(t.kv.as_ref(), t.dir.path(), 3);
     drop(t.fs);
     let fs = open(&t.kv, &t.dir, cfg());
     let e = fs.read(f.ino, 0, 10).unwrap_err();
@@ -652,11 +652,148 @@ fn semantics_read_does_not_update_atime() {
 #[test]
 fn semantics_blocks_follow_the_size_even_for_sparse_files() {
     let t = setup();
+    // Numbers worked out by hand, not by the formula under test: one byte
+    // written at 10 MiB makes a 10,485,761-byte file, 20,480 full 512-byte
+    // blocks and one partial block (ext4 would report 8 blocks: one 4 KiB
+    // block allocated).
     let (f, fh) = t.fs.create(&C, ROOT_INO, b"s", 0o644).unwrap();
     t.fs.write(f.ino, 10 << 20, b"x").unwrap();
     t.fs.release(fh).unwrap();
     let a = t.fs.getattr(f.ino).unwrap();
-    assert_eq!(a.blocks(), a.size.div_ceil(512));
+    assert_eq!(a.size, 10_485_761);
+    assert_eq!(a.blocks(), 20_481);
+    // Around the block boundary, and small files (inline in the index).
+    for (len, blocks) in [
+        (0usize, 0u64),
+        (1, 1),
+        (511, 1),
+        (512, 1),
+        (513, 2),
+        (4096, 8),
+    ] {
+        let name = format!("f{len}");
+        let (f, fh) = t.fs.create(&C, ROOT_INO, name.as_bytes(), 0o644).unwrap();
+        t.fs.write(f.ino, 0, &vec![7u8; len]).unwrap();
+        t.fs.release(fh).unwrap();
+        let a = t.fs.getattr(f.ino).unwrap();
+        assert_eq!(
+            (a.size, a.blocks()),
+            (len as u64, blocks),
+            "{len}-byte file"
+        );
+    }
+    // A symlink counts its target's length; a directory 8 blocks.
+    let l = t.fs.symlink(&C, ROOT_INO, b"l", &[b'x'; 600]).unwrap();
+    assert_eq!(t.fs.getattr(l.ino).unwrap().blocks(), 2);
+    let d = t.fs.mkdir(&C, ROOT_INO, b"d", 0o755).unwrap();
+    assert_eq!(t.fs.getattr(d.ino).unwrap().blocks(), 8);
+}
+
+#[test]
+fn semantics_hard_links_stop_at_65000_with_emlink() {
+    let t = setup();
+    let (f, fh) = t.fs.create(&C, ROOT_INO, b"f", 0o644).unwrap();
+    t.fs.release(fh).unwrap();
+    for i in 1..65_000u32 {
+        t.fs.link(f.ino, ROOT_INO, format!("l{i}").as_bytes())
+            .unwrap();
+    }
+    assert_eq!(t.fs.getattr(f.ino).unwrap().nlink, 65_000);
+    let e = t.fs.link(f.ino, ROOT_INO, b"one-more").unwrap_err();
+    assert_eq!(e.errno(), nix::libc::EMLINK);
+    assert!(matches!(
+        t.fs.lookup(ROOT_INO, b"one-more"),
+        Err(FsError::NotFound)
+    ));
+    // One fewer, and a link can be made again.
+    t.fs.unlink(ROOT_INO, b"l1").unwrap();
+    t.fs.link(f.ino, ROOT_INO, b"one-more").unwrap();
+    assert_eq!(t.fs.getattr(f.ino).unwrap().nlink, 65_000);
+}
+
+#[test]
+fn semantics_directories_have_size_0() {
+    let t = setup();
+    let d = t.fs.mkdir(&C, ROOT_INO, b"d", 0o755).unwrap();
+    assert_eq!(d.size, 0);
+    for i in 0..100 {
+        let (_, fh) =
+            t.fs.create(&C, d.ino, format!("file {i}").as_bytes(), 0o644)
+                .unwrap();
+        t.fs.release(fh).unwrap();
+    }
+    t.fs.mkdir(&C, d.ino, b"sub", 0o755).unwrap();
+    assert_eq!(t.fs.getattr(d.ino).unwrap().size, 0);
+    assert_eq!(t.fs.getattr(ROOT_INO).unwrap().size, 0);
+}
+
+/// What the data dir holds of a file's bytes: no plaintext in chunk files
+/// or in the index (inline small files are ciphertext too), and write
+/// buffers spilled to staging are in anonymous files (no name in the
+/// staging dir).
+#[test]
+fn security_chunk_files_and_the_index_hold_no_plaintext_and_staging_files_have_no_name() {
+    let staging = tempfile::tempdir().unwrap();
+    let t = setup_with(FsConfig {
+        chunk_size: 64 * 1024,
+        inline_max: 8 * 1024,
+        dirty_limit: 100 * 1024,
+        staging_dir: Some(staging.path().to_path_buf()),
+        ..FsConfig::default()
+    });
+    // Incompressible: stored uncompressed, so only encryption can hide it.
+    let big = random(10 * 64 * 1024, 77);
+    let small = random(3000, 78); // inline, in the index
+    let (f, fh) = t.fs.create(&C, ROOT_INO, b"big", 0o644).unwrap();
+    // Half of every chunk, then the other halves: no chunk fills (and goes
+    // to the encoder) before the buffers pass the dirty limit and spill.
+    for half in [0, 1] {
+        for c in 0..10 {
+            let at = c * 64 * 1024 + half * 32 * 1024;
+            t.fs.write(f.ino, at as u64, &big[at..at + 32 * 1024])
+                .unwrap();
+        }
+    }
+    assert!(t.fs.data_stats().slots_spilled > 0, "nothing was spilled");
+    let names = std::fs::read_dir(staging.path()).unwrap().count();
+    assert_eq!(names, 0, "a staging file has a name");
+    t.fs.release(fh).unwrap();
+    let (g, gh) = t.fs.create(&C, ROOT_INO, b"small", 0o644).unwrap();
+    t.fs.write(g.ino, 0, &small).unwrap();
+    t.fs.release(gh).unwrap();
+    assert_eq!(t.kv.len(crate::store::Cf::Inline), 1);
+    assert_eq!(t.fs.read(f.ino, 0, big.len() as u32).unwrap(), big);
+
+    // Any 32-byte window of either plaintext, looked for everywhere.
+    let windows: std::collections::HashSet<&[u8]> = big
+        .windows(32)
+        .chain(small.windows(32))
+        .step_by(7)
+        .collect();
+    let holds_plaintext = |bytes: &[u8]| bytes.windows(32).any(|w| windows.contains(w));
+    // The search finds what it looks for, at any offset.
+    assert!(holds_plaintext(&big[1001..1100]) && holds_plaintext(&small[5..60]));
+    let mut files = 0;
+    let chunks = ChunkFiles::open(&t.dir.path().join("chunks")).unwrap();
+    chunks
+        .visit(&mut |id, _| {
+            let bytes = chunks.read_all(id).unwrap().unwrap();
+            assert!(!holds_plaintext(&bytes), "plaintext in a chunk file");
+            files += 1;
+            true
+        })
+        .unwrap();
+    assert_eq!(files, 10);
+    for cf in crate::store::Cf::ALL {
+        crate::store::Kv::scan(t.kv.as_ref(), cf, b"", b"", &mut |k, v| {
+            assert!(
+                !holds_plaintext(k) && !holds_plaintext(v),
+                "plaintext in {cf:?}"
+            );
+            true
+        })
+        .unwrap();
+    }
 }
 
 #[test]

@@ -119,8 +119,8 @@ fn fs_and_kv(upload: bool, dir: &tempfile::TempDir) -> (Arc<Fs>, Arc<MemKv>) {
 
 /// Damages one local shard of every chunk file, then reads the 60 KiB file
 /// `ino` (written with `seed`) cold: the read rebuilds and re-encodes.
-fn damage_and_read(fs: &Fs, dir: &tempfile::TempDir, ino: u64, seed: u64) {
-    corrupt_chunk_files(dir.path(), 1);
+fn damage_and_read(fs: &Fs, kv: &MemKv, dir: &tempfile::TempDir, ino: u64, seed: u64) {
+    corrupt_chunk_files(kv, dir.path(), 1);
     fs.drop_cache();
     assert_eq!(fs.read(ino, 0, 60 * 1024).unwrap(), random(60 * 1024, seed));
     assert_eq!(fs.data_stats().chunks_repaired, 1);
@@ -273,7 +273,7 @@ fn an_outage_loses_nothing() {
 #[test]
 fn a_repaired_chunk_releases_the_old_copies_and_places_its_new_shards() {
     let dir = tempfile::tempdir().unwrap();
-    let fs = fs_with(true, &dir);
+    let (fs, kv) = fs_and_kv(true, &dir);
     let ino = put(&fs, "r", 60 * 1024, 9); // one chunk, in a chunk file
     let ids = fs.chunk_ids().unwrap();
     assert_eq!(ids.len(), 1);
@@ -282,7 +282,7 @@ fn a_repaired_chunk_releases_the_old_copies_and_places_its_new_shards() {
     run_round(&fs, peers.as_ref(), &stats);
     assert_eq!(peers.copies(), 6);
     // Damage one local shard; the next cold read rebuilds and re-encodes.
-    damage_and_read(&fs, &dir, ino, 9);
+    damage_and_read(&fs, &kv, &dir, ino, 9);
     // The new encoding has no holders yet; the 6 old copies are to be released.
     assert!(fs.chunk_holders(&ids[0]).unwrap().is_empty());
     assert_eq!(fs.upload_queue_len().unwrap(), 1 + 6);
@@ -332,13 +332,13 @@ fn entries_backing_off_never_hide_due_ones_and_bad_entries_are_skipped() {
 #[test]
 fn a_placement_that_raced_a_repair_releases_its_copies_and_keeps_the_chunk_queued() {
     let dir = tempfile::tempdir().unwrap();
-    let fs = fs_with(true, &dir);
+    let (fs, kv) = fs_and_kv(true, &dir);
     let ino = put(&fs, "r", 60 * 1024, 11);
     let ids = fs.chunk_ids().unwrap();
     // The uploader read the old shards...
     let old = fs.shards_to_place(&ids[0]).unwrap().unwrap();
     // ...then a read repaired the chunk (a new encoding).
-    damage_and_read(&fs, &dir, ino, 11);
+    damage_and_read(&fs, &kv, &dir, ino, 11);
     // The old placement lands: nothing recorded, copies to release, chunk still queued.
     let placed: Vec<crate::fs::replica::Placed> = old
         .iter()

@@ -227,6 +227,10 @@ fn serve(
                 format!("index: {e}")
             }
         })?;
+        // Before anything else reads or writes the index: is this its key?
+        // (A mismatch writes nothing; -o ro writes no missing check value.)
+        pangea::fs::datadir::check_key(&kv, &dir.master, opts.read_only)
+            .map_err(|e| e.to_string())?;
         let chunks =
             ChunkFiles::open(&dir.chunks_dir()).map_err(|e| format!("chunk store: {e}"))?;
         let cfg = FsConfig {
@@ -273,14 +277,18 @@ fn serve(
     };
     info!(mountpoint = %mountpoint.display(), data_dir = %data_dir.display(), "mounted");
     // Signals: SIGUSR1 empties the read cache; the others unmount, which
-    // ends the session loop below.
+    // ends the session loop below. An unmount that fails (busy: a process
+    // has its cwd or a file open in the mount) leaves the daemon serving
+    // and listening: the next SIGTERM/SIGINT tries again.
     let sigs = *sigs;
     // Weak: the index must close when `fs` is dropped below, before the
     // data dir's lock is released (see there).
     let fs_sig = Arc::downgrade(&fs);
+    let mnt = mountpoint.to_path_buf();
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
+            let mut first = true;
             loop {
                 match sigs.wait() {
                     Ok(Signal::SIGUSR1) => {
@@ -291,12 +299,23 @@ fn serve(
                     }
                     Ok(sig) => {
                         info!(signal = ?sig, "unmounting");
-                        if let Err(e) = unmounter.unmount() {
-                            error!(error = %e, "unmount failed");
+                        // fuser's unmounter gives up its mount after one
+                        // try, so retries go through `unmount` below.
+                        let r = if std::mem::take(&mut first) {
+                            unmounter.unmount().map_err(|e| e.to_string())
+                        } else {
+                            unmount(&mnt)
+                        };
+                        if let Err(e) = r {
+                            // A warning: the mount is busy by its users' doing,
+                            // and nothing is lost.
+                            warn!(error = %e, mountpoint = %mnt.display(), "unmount failed (busy?); still mounted: send SIGTERM again to retry");
                         }
+                    }
+                    Err(e) => {
+                        error!(error = %e, "waiting for signals failed; signals are no longer handled");
                         break;
                     }
-                    Err(_) => break,
                 }
             }
         })
@@ -318,4 +337,26 @@ fn serve(
     drop(dir);
     info!("unmounted");
     r
+}
+
+/// Unmounts `mountpoint` (not lazily: a busy mount stays, and says so):
+/// umount(2) as root, else `fusermount3 -u` as every user may.
+fn unmount(mountpoint: &Path) -> Result<(), String> {
+    match nix::mount::umount(mountpoint) {
+        Ok(()) => return Ok(()),
+        Err(nix::errno::Errno::EPERM) => {}
+        Err(e) => return Err(e.to_string()),
+    }
+    let out = std::process::Command::new("fusermount3")
+        .arg("-u")
+        .arg("--")
+        .arg(mountpoint)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("fusermount3: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+    }
 }

@@ -177,6 +177,13 @@ impl Mount {
         self.child.as_ref().expect("daemon running").id()
     }
 
+    /// Is the daemon still running (started and not exited)?
+    pub fn daemon_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
     /// Starts `pangea-mount -f` and waits until the mount is listed in
     /// /proc/self/mountinfo. Panics (with the daemon's log) if it exits
     /// first.

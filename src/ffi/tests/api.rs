@@ -163,6 +163,32 @@ fn new_rejects_null_pointers_and_bad_configs() {
             assert!(msg.contains("master key must be 32 bytes"), "{msg}");
             assert!(!msg.contains("AAAA") && !msg.contains("4141"), "{msg}");
         }
+        // The length is checked before any slice is made from the pointer:
+        // lengths no 32-byte key (nor the address space) can span, and a
+        // dangling pointer with a wrong length, give the key-length error.
+        let dangling = ptr::NonNull::<u8>::dangling().as_ptr().cast_const();
+        for (key, len) in [
+            (KEY.as_ptr(), usize::MAX),
+            (KEY.as_ptr(), isize::MAX as usize + 1),
+            (KEY.as_ptr(), 1 << 40),
+            (dangling, 64),
+            (dangling, usize::MAX),
+        ] {
+            let mut cfg = config(&KEY, 4, 2);
+            cfg.key = key;
+            cfg.key_len = len;
+            assert_eq!(
+                ces_new(&cfg, &mut ctx),
+                CesStatus::InvalidParameters,
+                "key_len {len}"
+            );
+            assert!(ctx.is_null());
+            let msg = last_error();
+            assert!(
+                msg.contains(&format!("master key must be 32 bytes, got {len}")),
+                "{msg}"
+            );
+        }
         for (k, m) in [(0, 0), (0, 2), (60_000, 5_000)] {
             assert_eq!(
                 ces_new(&config(&KEY, k, m), &mut ctx),
