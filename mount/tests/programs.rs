@@ -10,6 +10,7 @@
 mod common;
 
 use common::{MAKE_TREE, Mount};
+use std::time::Duration;
 
 /// cp -a of a tree with every interesting size and kind keeps contents and
 /// metadata, before and after a remount.
@@ -528,6 +529,47 @@ fn read_only_mount_reads_everything_and_refuses_every_change() {
         [ "$(ls -A)" = "$(printf 'big\nd')" ]
         "#,
     );
+}
+
+/// `-o ro` writes nothing to the data dir, even after a crash left work a
+/// read-write mount would do at once (pending deletions, an orphan, the
+/// sweep of a run that did not end cleanly): every file and directory of
+/// the data dir is the same, bytes and times, before and after.
+#[test]
+fn read_only_mount_writes_nothing_to_the_data_dir() {
+    let mut m = Mount::new();
+    m.sh_ok(
+        r#"
+        head -c 9000000 /dev/urandom > big
+        head -c 9000000 /dev/urandom > gone
+        head -c 9000000 /dev/urandom > deleted
+        echo small > small
+        sha256sum big small > "$S/sums"
+        rm deleted
+        "#,
+    );
+    // An unlinked file held open (an orphan) when the daemon dies.
+    let mut holder = std::process::Command::new("sh")
+        .args(["-c", "exec 7< gone; rm gone; sleep 30"])
+        .current_dir(&m.mnt)
+        .spawn()
+        .expect("sh");
+    common::wait_for(
+        "the held file to be unlinked",
+        Duration::from_secs(10),
+        || !m.path("gone").exists(),
+    );
+    m.crash();
+    let _ = holder.kill();
+    let _ = holder.wait();
+    let before = common::snapshot(&m.data);
+    m.args.extend(["-o".into(), "ro".into()]);
+    m.start();
+    m.sh_ok(r#"sha256sum -c --quiet "$S/sums"; cat big small > /dev/null; ls -la"#);
+    let status = m.unmount();
+    assert!(status.success(), "unmount: {status}\n{}", m.log_text());
+    let after = common::snapshot(&m.data);
+    assert_eq!(before, after, "a read-only mount changed the data dir");
 }
 
 /// setfattr/getfattr: user (text, binary, 60 KB), trusted, removal, the

@@ -108,6 +108,37 @@ impl DataDir {
         })
     }
 
+    /// Opens an existing data dir without writing anything to it (`-o ro`):
+    /// no directory or key is created, no mode changed, the reserve stays
+    /// as it is, and the lock is taken without recording this process.
+    pub fn open_read_only(root: &Path) -> Result<DataDir, DataDirError> {
+        let lock = DataDirLock::acquire_read_only(root)?;
+        let path = root.join("master.key");
+        let opened = fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path);
+        let master = match opened {
+            Ok(f) => load_key(&path, f)?,
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                return Err(DataDirError::KeyNotAFile { path });
+            }
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    && index_exists(&root.join("index")) =>
+            {
+                return Err(DataDirError::KeyMissing { path });
+            }
+            Err(source) => return Err(DataDirError::Key { path, source }),
+        };
+        Ok(DataDir {
+            root: root.to_path_buf(),
+            master,
+            reserve: Reserve::new(root),
+            _lock: lock,
+        })
+    }
+
     pub fn index_dir(&self) -> PathBuf {
         self.root.join("index")
     }

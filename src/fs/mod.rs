@@ -8,16 +8,28 @@
 //! kernel's (`default_permissions`, always set by `pangea-mount`).
 //!
 //! Concurrency: one mutex (`ns`) serializes every change to the index (each
-//! a single atomic WriteBatch); reads of the index take no lock. Each open
-//! file has its own lock over its write buffers; lock order is file → `ns`.
+//! a single atomic WriteBatch); reads of the index take no lock, and no
+//! fsync, encoding or scan of a whole file runs under it. Each open file
+//! has its own lock over its write buffers; lock order is file → `ns`.
 //!
-//! Invariants (checked by `tests/fs_model.rs` against a plain directory):
+//! Durability: a chunk file is durable before any batch names it, so the
+//! index's log may reach the disk at any time; fsync stores a file's
+//! buffers and syncs that log (docs/SEMANTICS.md, `tests/power_loss.rs`).
+//!
+//! Invariants (checked by `fsck::fsck`, which the power-loss simulator runs
+//! after every simulated crash, and by `src/fs/tests.rs`:
+//! `directories_count_links_and_refuse_removal_when_not_empty`,
+//! `unlinked_open_file_stays_readable_until_release`,
+//! `orphans_left_by_a_crash_are_deleted_at_the_next_open`,
+//! `identical_chunks_are_stored_once`,
+//! `overwrite_rewrites_only_touched_chunks_and_gc_frees_the_old`):
 //! * every dentry points to an inode; a directory's nlink is 2 + its subdirs;
 //! * an inode with nlink 0 exists only while open (listed in the orphan CF)
 //!   and is deleted, with its data, on last release or at the next mount;
 //! * a chunk record's refcount is the number of extents naming it; a chunk
 //!   whose count drops to zero is deleted in the same batch and its file
-//!   removed after the batch commits (via the GC CF, so a crash cannot leak it).
+//!   removed once that batch is durable (via the GC CF, and the sweep after
+//!   a crash, so nothing leaks).
 
 mod data;
 pub mod datadir;

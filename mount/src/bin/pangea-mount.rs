@@ -14,7 +14,7 @@ use pangea::ces::{Ces, ShardParams};
 use pangea::fs::datadir::DataDir;
 use pangea::fs::{Fs, FsConfig};
 use pangea::store::{ChunkFiles, RocksKv};
-use pangea_mount::cli::{parse_options, preflight};
+use pangea_mount::cli::{default_data_dir, parse_options, preflight};
 use pangea_mount::fuse::FuseFs;
 use tracing::{error, info, warn};
 
@@ -56,10 +56,15 @@ struct Args {
     threads: Option<usize>,
 }
 
-fn default_data_dir() -> Result<PathBuf, String> {
-    directories::ProjectDirs::from("", "", "pangea")
-        .map(|d| d.data_dir().to_path_buf())
-        .ok_or_else(|| "cannot find a home directory for the data dir: pass --data-dir".into())
+/// Where the daemon logs in the background: the data dir's `pangea.log`,
+/// or, for a read-only mount (which writes nothing to the data dir), a file
+/// in the temp dir.
+fn log_path(data_dir: &Path, read_only: bool) -> PathBuf {
+    if read_only {
+        std::env::temp_dir().join(format!("pangea-ro-{}.log", nix::unistd::geteuid().as_raw()))
+    } else {
+        data_dir.join("pangea.log")
+    }
 }
 
 fn main() {
@@ -90,8 +95,10 @@ fn run(args: Args) -> Result<(), String> {
         Some(d) => d.clone(),
         None => default_data_dir()?,
     };
-    std::fs::create_dir_all(&data_dir)
-        .map_err(|e| format!("cannot create data dir {}: {e}", data_dir.display()))?;
+    if !opts.read_only {
+        std::fs::create_dir_all(&data_dir)
+            .map_err(|e| format!("cannot create data dir {}: {e}", data_dir.display()))?;
+    }
     let data_dir = std::fs::canonicalize(&data_dir)
         .map_err(|e| format!("data dir {}: {e}", data_dir.display()))?;
 
@@ -124,9 +131,10 @@ fn run(args: Args) -> Result<(), String> {
             let _ = std::fs::File::from(rx).read_to_string(&mut msg);
             match msg.strip_prefix("ok") {
                 Some(_) => Ok(()),
-                None if msg.is_empty() => {
-                    Err("the daemon exited before mounting; see the log in the data dir".into())
-                }
+                None if msg.is_empty() => Err(format!(
+                    "the daemon exited before mounting; see {}",
+                    log_path(&data_dir, opts.read_only).display()
+                )),
                 None => Err(msg),
             }
         }
@@ -134,7 +142,7 @@ fn run(args: Args) -> Result<(), String> {
             drop(rx);
             let _ = nix::unistd::setsid();
             let _ = std::env::set_current_dir("/");
-            let log = data_dir.join("pangea.log");
+            let log = log_path(&data_dir, opts.read_only);
             init_logging(Some(&log));
             redirect_stdio(&log);
             let r = serve(
@@ -208,7 +216,14 @@ fn serve(
         }
     };
     let started = (|| -> Result<_, String> {
-        let dir = DataDir::open(data_dir).map_err(|e| match e {
+        // -o ro writes nothing to the data dir (test
+        // `read_only_mount_writes_nothing_to_the_data_dir`).
+        let opened = if opts.read_only {
+            DataDir::open_read_only(data_dir)
+        } else {
+            DataDir::open(data_dir)
+        };
+        let dir = opened.map_err(|e| match e {
             pangea::fs::datadir::DataDirError::Store(pangea::store::StoreError::Locked { .. }) => format!(
                 "data dir {} is in use by another pangea-mount (see {}/lock); unmount it first or pass --data-dir",
                 data_dir.display(),
@@ -216,7 +231,12 @@ fn serve(
             ),
             e => e.to_string(),
         })?;
-        let kv = RocksKv::open(&dir.index_dir()).map_err(|e| {
+        let kv = if opts.read_only {
+            RocksKv::open_read_only(&dir.index_dir(), &std::env::temp_dir())
+        } else {
+            RocksKv::open(&dir.index_dir())
+        };
+        let kv = kv.map_err(|e| {
             if e.is_no_space() {
                 format!(
                     "index: the disk of {} is full; free some space on it (at least {} MiB) and mount again",
@@ -231,14 +251,19 @@ fn serve(
         // (A mismatch writes nothing; -o ro writes no missing check value.)
         pangea::fs::datadir::check_key(&kv, &dir.master, opts.read_only)
             .map_err(|e| e.to_string())?;
-        let chunks =
-            ChunkFiles::open(&dir.chunks_dir()).map_err(|e| format!("chunk store: {e}"))?;
+        let chunks = if opts.read_only {
+            ChunkFiles::open_read_only(&dir.chunks_dir())
+        } else {
+            ChunkFiles::open(&dir.chunks_dir())
+        };
+        let chunks = chunks.map_err(|e| format!("chunk store: {e}"))?;
         let cfg = FsConfig {
             shard_params: params,
             cache_capacity: args.cache_mib << 20,
             cache_ttl: Duration::from_secs(args.cache_ttl),
             staging_dir: Some(dir.staging_dir()),
-            reserve: Some(dir.reserve.clone()),
+            reserve: (!opts.read_only).then(|| dir.reserve.clone()),
+            read_only: opts.read_only,
             ..FsConfig::default()
         };
         let ces = Ces::new(&dir.master, cfg.policy).map_err(|e| e.to_string())?;
@@ -250,7 +275,8 @@ fn serve(
             Fs::new(Arc::new(kv), Arc::new(chunks), ces, cfg, owner)
                 .map_err(|e| format!("opening the filesystem: {e}"))?,
         );
-        if let Err(e) = dir.reserve.restore() {
+        if opts.read_only {
+        } else if let Err(e) = dir.reserve.restore() {
             warn!(error = %e, bytes = dir.reserve.bytes(), "the data dir's disk is nearly full: no space set aside for the index (it is retried after deletions)");
         }
         let mut config = fuser::Config::default();
@@ -322,7 +348,9 @@ fn serve(
         .map_err(|e| format!("signal thread: {e}"))?;
     report("ok");
     let r = session.run().map_err(|e| format!("session: {e}"));
-    if let Err(e) = fs.sync_all() {
+    // Stores everything, syncs, and marks the index cleanly closed (the
+    // next mount then skips the sweep a crash needs).
+    if let Err(e) = fs.shutdown() {
         error!(error = %e, "final flush failed");
     }
     // The index closes (RocksDB releases its own LOCK) before the data

@@ -118,6 +118,10 @@ pub struct Mount {
     pub args: Vec<String>,
     /// The daemon, while one runs.
     child: Option<Child>,
+    /// Log lines that are expected (a test provoking errors on purpose):
+    /// any other `ERROR` line or panic in the daemon's log fails the test
+    /// when the guard drops.
+    pub expected_errors: Vec<&'static str>,
 }
 
 impl Mount {
@@ -164,7 +168,22 @@ impl Mount {
                 "64".into(),
             ],
             child: None,
+            expected_errors: Vec::new(),
         }
+    }
+
+    /// The daemon's log lines that report a panic or an ERROR not listed
+    /// in `expected_errors`.
+    pub fn unexpected_errors(&self) -> Vec<String> {
+        let text = fs::read_to_string(&self.log).unwrap_or_default();
+        text.lines()
+            .filter(|l| l.contains(" ERROR ") || l.contains("panicked at"))
+            .filter(|l| !self.expected_errors.iter().any(|e| l.contains(e)))
+            // The kernel dropped a request that was interrupted (a killed
+            // process): fuser logs its failed reply at ERROR, harmlessly.
+            .filter(|l| !l.contains("Failed to send FUSE reply: No such file or directory"))
+            .map(str::to_owned)
+            .collect()
     }
 
     /// `self.mnt.join(rel)`.
@@ -399,7 +418,48 @@ impl Drop for Mount {
         if is_mounted(&self.mnt) {
             fusermount("-uz", &self.mnt);
         }
+        if !std::thread::panicking() {
+            let errors = self.unexpected_errors();
+            assert!(
+                errors.is_empty(),
+                "the daemon logged panics or errors:\n{}",
+                errors.join("\n")
+            );
+        }
     }
+}
+
+/// Every file and directory under `root`: (relative path, kind, length,
+/// mtime in ns, content hash), sorted. Two snapshots differ if anything
+/// under `root` was created, removed, written or touched.
+pub fn snapshot(root: &Path) -> Vec<(String, &'static str, u64, i128, u64)> {
+    use std::hash::{Hash, Hasher};
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in fs::read_dir(&dir).expect("readable dir") {
+            let e = e.expect("entry");
+            let p = e.path();
+            let md = fs::symlink_metadata(&p).expect("metadata");
+            let rel = p
+                .strip_prefix(root)
+                .expect("below root")
+                .display()
+                .to_string();
+            let mtime = i128::from(md.mtime()) * 1_000_000_000 + i128::from(md.mtime_nsec());
+            if md.is_dir() {
+                out.push((rel, "dir", 0, mtime, 0));
+                stack.push(p);
+            } else {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                fs::read(&p).unwrap_or_default().hash(&mut h);
+                out.push((rel, "file", md.len(), mtime, h.finish()));
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 /// A deterministic RNG (SplitMix64): tests print their seed and can be
