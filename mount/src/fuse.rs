@@ -97,6 +97,11 @@ impl FuseFs {
 
 /// Releases queued for storing.
 const RELEASE_QUEUE: usize = 64;
+/// Threads running releases. More than one: a release of a file with new
+/// chunk files waits for their sync (the disk, not the CPU), and releases
+/// of different files then overlap (the journal commits their syncs
+/// together); an untar waits on them when the queue fills.
+const RELEASE_THREADS: usize = 4;
 
 /// Runs the last release of files off the FUSE threads. The kernel does not
 /// wait for a release (close(2) has returned), but the release stores the
@@ -106,29 +111,42 @@ const RELEASE_QUEUE: usize = 64;
 /// unmount drains the queue before the final flush.
 struct Releaser {
     tx: std::sync::Mutex<Option<std::sync::mpsc::SyncSender<(u64, ReplyEmpty)>>>,
-    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    threads: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 impl Releaser {
     fn start(fs: Arc<Fs>) -> Releaser {
         let (tx, rx) = std::sync::mpsc::sync_channel::<(u64, ReplyEmpty)>(RELEASE_QUEUE);
-        let thread = std::thread::Builder::new()
-            .name("pangea-release".into())
-            .spawn(move || {
-                for (fh, reply) in rx {
-                    empty(reply, fs.release(fh));
-                }
-            });
-        let (tx, thread) = match thread {
-            Ok(t) => (Some(tx), Some(t)),
-            Err(e) => {
-                warn!(error = %e, "no release thread; releases run on the FUSE threads");
-                (None, None)
+        let rx = Arc::new(std::sync::Mutex::new(rx));
+        let mut threads = Vec::new();
+        for i in 0..RELEASE_THREADS {
+            let (fs, rx) = (fs.clone(), rx.clone());
+            let spawned = std::thread::Builder::new()
+                .name(format!("pangea-release-{i}"))
+                .spawn(move || {
+                    loop {
+                        // The lock is held only to take the next release.
+                        let next = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                        match next {
+                            Ok((fh, reply)) => empty(reply, fs.release(fh)),
+                            Err(_) => break, // drained and closed
+                        }
+                    }
+                });
+            match spawned {
+                Ok(t) => threads.push(t),
+                Err(e) => warn!(error = %e, "cannot start a release thread"),
             }
+        }
+        let tx = if threads.is_empty() {
+            warn!("no release thread; releases run on the FUSE threads");
+            None
+        } else {
+            Some(tx)
         };
         Releaser {
             tx: std::sync::Mutex::new(tx),
-            thread: std::sync::Mutex::new(thread),
+            threads: std::sync::Mutex::new(threads),
         }
     }
 
@@ -145,13 +163,14 @@ impl Releaser {
         }
     }
 
-    /// Runs every queued release, then stops the thread (idempotent).
+    /// Runs every queued release, then stops the threads (idempotent).
     fn drain(&self) {
         self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take()
-            && t.join().is_err()
-        {
-            warn!("the release thread panicked");
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in threads {
+            if t.join().is_err() {
+                warn!("a release thread panicked");
+            }
         }
     }
 }

@@ -344,6 +344,61 @@ fn working_buffer(payload: &[u8], params: ShardParams, plain_len: u64) -> Result
     Ok(buf)
 }
 
+/// Rebuilds every shard of a chunk from any k valid ones, under the same
+/// manifest: `shards[i]` is shard i or None (k + m slots). Returns all
+/// k + m shards end to end, each verified against its address, and which
+/// were missing or corrupt. Nothing is decrypted (no key is needed): the
+/// good shards come back byte for byte, and the rebuilt ones are exactly
+/// the shards the encoding made, so copies held elsewhere stay valid.
+pub fn rebuild_shards(
+    manifest: &Manifest,
+    shards: &[Option<&[u8]>],
+) -> Result<(Vec<u8>, DecodeReport)> {
+    manifest.validate()?;
+    let params = manifest.params;
+    let (k, total) = (usize::from(params.k()), params.total());
+    if shards.len() != total {
+        return Err(CesError::ShardCountMismatch {
+            expected: total,
+            got: shards.len(),
+        });
+    }
+    let s = manifest.shard_len as usize;
+    let mut report = DecodeReport::default();
+    let mut valid: Vec<Option<&[u8]>> = vec![None; total];
+    for (i, slot) in shards.iter().enumerate() {
+        match slot {
+            None => report.missing.push(i as u16),
+            Some(bytes) if verify_shard(manifest, i, bytes).is_ok() => valid[i] = Some(bytes),
+            Some(_) => report.corrupt.push(i as u16),
+        }
+    }
+    let good = valid.iter().flatten().count();
+    if good < k {
+        return Err(CesError::NotEnoughShards {
+            needed: k,
+            got: good,
+            corrupt: report.corrupt,
+        });
+    }
+    let mut all = Vec::with_capacity(total * s);
+    if valid[..k].iter().all(Option::is_some) {
+        for shard in valid[..k].iter().flatten() {
+            all.extend_from_slice(shard);
+        }
+    } else {
+        report.reconstructed = true;
+        shard::reconstruct(&valid, params, s, &mut all)?;
+    }
+    shard::append_parity(&mut all, params, s)?;
+    for i in 0..total {
+        // The rebuilt bytes must be the encoding's (a mismatch would mean a
+        // manifest that does not describe these shards).
+        verify_shard(manifest, i, &all[i * s..(i + 1) * s])?;
+    }
+    Ok((all, report))
+}
+
 /// Checks shard `index` of `manifest`: its length and its BLAKE3 address.
 pub fn verify_shard(manifest: &Manifest, index: usize, bytes: &[u8]) -> Result<()> {
     let idx = index as u16;
