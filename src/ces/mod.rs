@@ -213,33 +213,7 @@ impl Ces {
             });
         }
         let s = manifest.shard_len as usize;
-
-        let mut report = DecodeReport::default();
-        let mut valid: Vec<Option<&[u8]>> = vec![None; total];
-        let mut good = 0;
-        for (i, slot) in shards.iter().enumerate() {
-            let Some(bytes) = slot else {
-                report.missing.push(i as u16);
-                continue;
-            };
-            if good == k {
-                continue;
-            }
-            match verify_shard(manifest, i, bytes) {
-                Ok(()) => {
-                    valid[i] = Some(bytes);
-                    good += 1;
-                }
-                Err(_) => report.corrupt.push(i as u16),
-            }
-        }
-        if good < k {
-            return Err(CesError::NotEnoughShards {
-                needed: k,
-                got: good,
-                corrupt: report.corrupt,
-            });
-        }
+        let (valid, mut report) = verify_shards(manifest, shards, k)?;
 
         let mut payload = Vec::new();
         if valid[..k].iter().all(Option::is_some) {
@@ -364,23 +338,7 @@ pub fn rebuild_shards(
         });
     }
     let s = manifest.shard_len as usize;
-    let mut report = DecodeReport::default();
-    let mut valid: Vec<Option<&[u8]>> = vec![None; total];
-    for (i, slot) in shards.iter().enumerate() {
-        match slot {
-            None => report.missing.push(i as u16),
-            Some(bytes) if verify_shard(manifest, i, bytes).is_ok() => valid[i] = Some(bytes),
-            Some(_) => report.corrupt.push(i as u16),
-        }
-    }
-    let good = valid.iter().flatten().count();
-    if good < k {
-        return Err(CesError::NotEnoughShards {
-            needed: k,
-            got: good,
-            corrupt: report.corrupt,
-        });
-    }
+    let (valid, mut report) = verify_shards(manifest, shards, total)?;
     let mut all = Vec::with_capacity(total * s);
     if valid[..k].iter().all(Option::is_some) {
         for shard in valid[..k].iter().flatten() {
@@ -397,6 +355,45 @@ pub fn rebuild_shards(
         verify_shard(manifest, i, &all[i * s..(i + 1) * s])?;
     }
     Ok((all, report))
+}
+
+/// Verifies `shards` (k + m slots, None for missing ones) in index order
+/// until `enough` have matched (those after are not looked at); fails
+/// unless at least k did. Returns the verified ones and which were missing
+/// or corrupt.
+fn verify_shards<'a>(
+    manifest: &Manifest,
+    shards: &[Option<&'a [u8]>],
+    enough: usize,
+) -> Result<(Vec<Option<&'a [u8]>>, DecodeReport)> {
+    let k = usize::from(manifest.params.k());
+    let mut report = DecodeReport::default();
+    let mut valid: Vec<Option<&[u8]>> = vec![None; shards.len()];
+    let mut good = 0;
+    for (i, slot) in shards.iter().enumerate() {
+        let Some(bytes) = slot else {
+            report.missing.push(i as u16);
+            continue;
+        };
+        if good == enough {
+            continue;
+        }
+        match verify_shard(manifest, i, bytes) {
+            Ok(()) => {
+                valid[i] = Some(bytes);
+                good += 1;
+            }
+            Err(_) => report.corrupt.push(i as u16),
+        }
+    }
+    if good < k {
+        return Err(CesError::NotEnoughShards {
+            needed: k,
+            got: good,
+            corrupt: report.corrupt,
+        });
+    }
+    Ok((valid, report))
 }
 
 /// Checks shard `index` of `manifest`: its length and its BLAKE3 address.

@@ -1963,8 +1963,8 @@ impl Fs {
         bump(&self.stats.chunks_decoded, 1);
         let plain = Arc::new(plain);
         if (!report.corrupt.is_empty() || !report.missing.is_empty()) && !self.cfg.read_only {
-            warn!(chunk = %short, corrupt = ?report.corrupt, missing = ?report.missing, "damaged chunk rebuilt; rewriting its shards");
-            if let Err(e) = self.repair(&r.id, &rec, &plain) {
+            warn!(chunk = %short, corrupt = ?report.corrupt, missing = ?report.missing, "damaged chunk rebuilt; rewriting its bad shards");
+            if let Err(e) = self.repair(&r.id, &rec, &manifest) {
                 warn!(chunk = %short, error = %e, "repair failed; will retry on next read");
             } else {
                 bump(&self.stats.chunks_repaired, 1);
@@ -1974,42 +1974,53 @@ impl Fs {
         Ok(plain)
     }
 
-    /// Re-encodes a damaged chunk with a fresh nonce and swaps its record.
-    fn repair(&self, id: &[u8; 32], old: &ChunkRecord, plain: &[u8]) -> FsResult<()> {
-        let stored = self.enc.encode_and_store(plain, &Hint::default())?;
-        let dead = {
-            let _g = self.lock_ns();
-            let current = match self.kv.get(Cf::Chunk, id)? {
-                Some(v) => Some(ChunkRecord::decode(&v)?),
-                None => None,
-            };
-            // Gone, or rewritten by someone else meanwhile: drop this encoding.
-            let Some(cur) = current.filter(|c| c.manifest == old.manifest) else {
-                if let Some(blob) = stored.file() {
-                    let _ = self.chunks.delete(&blob);
-                }
-                return Ok(());
-            };
-            // The new chunk file is durable already (`encode_and_store`).
-            let mut b = Batch::new();
-            let mut dead = Vec::new();
-            if cur.location == LOC_FILE {
-                b.put(Cf::Gc, &cur.blob(), &[]);
-                dead.push(cur.blob());
-            } else if stored.loc == LOC_FILE {
-                b.delete(Cf::Inline, id);
+    /// Rebuilds a damaged chunk's bad or missing shards from its good ones
+    /// and writes them back in place: the same manifest, nonce and shard
+    /// addresses (nothing is decrypted or re-encoded), so the record does
+    /// not change and copies of the good shards held elsewhere stay valid.
+    fn repair(&self, id: &[u8; 32], rec: &ChunkRecord, manifest: &Manifest) -> FsResult<()> {
+        let stored = match rec.location {
+            LOC_INLINE => self.kv.get(Cf::Inline, id)?,
+            _ => self.chunks.read_all(&rec.blob())?,
+        }
+        .unwrap_or_default();
+        let s = manifest.shard_len as usize;
+        let view: Vec<Option<&[u8]>> = (0..manifest.params.total())
+            .map(|i| stored.get(i * s..(i + 1) * s))
+            .collect();
+        let (all, report) =
+            crate::ces::rebuild_shards(manifest, &view).map_err(|e| FsError::Chunk {
+                chunk: hex8(id),
+                source: e,
+            })?;
+        if report.corrupt.is_empty() && report.missing.is_empty() && stored.len() == all.len() {
+            return Ok(()); // repaired meanwhile
+        }
+        if rec.location == LOC_FILE {
+            // Same name (the manifest's hash): replaced atomically, durably.
+            self.chunks.write(&rec.blob(), &all, true)?;
+        }
+        let _g = self.lock_ns();
+        let current = self.kv.get(Cf::Chunk, id)?;
+        let same = current
+            .as_deref()
+            .map(ChunkRecord::decode)
+            .transpose()?
+            .is_some_and(|c| c.manifest == rec.manifest);
+        if !same {
+            // Deleted (or replaced) meanwhile: the file just written is
+            // nobody's; it goes like any unreferenced one.
+            drop(_g);
+            if rec.location == LOC_FILE {
+                self.delete_chunk_files(&[rec.blob()]);
             }
-            // A new encoding (fresh nonce): peers' copies of the old shards
-            // no longer match; they are released and the new shards queued
-            // for placement.
-            super::replica::queue_drops(&mut b, &cur)?;
-            let mut rec = stored.into_record(&mut b, id, self.cfg.upload);
-            rec.refs = cur.refs;
-            b.put(Cf::Chunk, id, &rec.encode());
+            return Ok(());
+        }
+        if rec.location == LOC_INLINE {
+            let mut b = Batch::new();
+            b.put(Cf::Inline, id, &all);
             self.kv.write(b, false)?;
-            dead
-        };
-        self.delete_chunk_files(&dead);
+        }
         Ok(())
     }
 }

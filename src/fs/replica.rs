@@ -8,8 +8,9 @@
 //!   batch that records the holders, or that deletes the chunk.
 //! * `D ‖ shard address ‖ peer number`: a peer's copy of a shard that is no
 //!   longer wanted is to be released. Written in the batch that deletes the
-//!   chunk record, or that re-encodes it (repair), or that records a
-//!   placement which finished after either.
+//!   chunk record, or that records a placement which finished after it
+//!   (or that carried shards which are not the chunk's). A repair keeps the
+//!   encoding (its shards are rebuilt in place), so it queues nothing.
 //!
 //! Each value is an [`UploadEntry`] (attempts and the earliest next try), so
 //! a failing peer is retried with exponential back-off. The worker that
@@ -257,8 +258,9 @@ impl Fs {
     }
 
     /// Records that peers now hold the copies in `placed`, and takes the
-    /// chunk off the queue, in one batch. A chunk deleted or re-encoded
-    /// meanwhile gets those copies queued for release instead.
+    /// chunk off the queue, in one batch. A chunk deleted meanwhile (or a
+    /// copy that is not one of the chunk's shards) gets those copies queued
+    /// for release instead.
     pub fn record_placement(&self, chunk: &[u8; 32], placed: &[Placed]) -> FsResult<()> {
         self.record_holders(chunk, placed, true)
     }
@@ -288,9 +290,8 @@ impl Fs {
                 let mut rec = ChunkRecord::decode(&v)?;
                 let manifest =
                     Manifest::decode(&rec.manifest).map_err(|_| FsError::Corrupt("manifest"))?;
-                // Re-encoded (repaired) while its shards travelled: copies of
-                // the old shards are released, and the chunk stays queued
-                // (the repair queued its new shards under the same key).
+                // A copy that is not one of this encoding's shards (which a
+                // repair keeps) is released, and the chunk stays queued.
                 let mut stale = false;
                 for (p, h) in placed.iter().zip(numbered) {
                     let current = manifest

@@ -528,6 +528,58 @@ fn damaged_chunks_are_rebuilt_and_rewritten() {
     assert_eq!(fs.read(f.ino, 0, data.len() as u32).unwrap(), data);
 }
 
+/// A repair rebuilds only the damaged shards, under the same manifest and
+/// nonce, without re-encoding: the record, the chunk file's name and every
+/// good shard stay byte for byte what they were (peers' copies of them
+/// stay valid), and the bad shards come back as the encoding made them.
+#[test]
+fn a_repair_rebuilds_only_the_bad_shards_under_the_same_manifest() {
+    let t = setup();
+    let data = random(64 * 1024, 17);
+    let (f, fh) = t.fs.create(&C, ROOT_INO, b"r", 0o644).unwrap();
+    t.fs.write(f.ino, 0, &data).unwrap();
+    t.fs.release(fh).unwrap();
+    let records = |kv: &MemKv| {
+        let mut out = Vec::new();
+        crate::store::Kv::scan(kv, crate::store::Cf::Chunk, &[], &[], &mut |k, v| {
+            out.push((k.to_vec(), v.to_vec()));
+            true
+        })
+        .unwrap();
+        out
+    };
+    let before = records(&t.kv);
+    assert_eq!(before.len(), 1);
+    let rec = super::data::ChunkRecord::decode(&before[0].1).unwrap();
+    let manifest = crate::ces::Manifest::decode(&rec.manifest).unwrap();
+    let files = ChunkFiles::open(&t.dir.path().join("chunks")).unwrap();
+    let good = files.read_all(&rec.blob()).unwrap().unwrap();
+    corrupt_chunk_files(t.kv.as_ref(), t.dir.path(), 2);
+    drop(t.fs);
+    let fs = open(&t.kv, &t.dir, cfg());
+    assert_eq!(fs.read(f.ino, 0, data.len() as u32).unwrap(), data);
+    assert_eq!(fs.data_stats().chunks_repaired, 1);
+    drop(fs);
+    assert_eq!(
+        records(&t.kv),
+        before,
+        "the record (manifest, nonce) changed"
+    );
+    assert_eq!(
+        manifest.nonce,
+        crate::ces::Manifest::decode(&rec.manifest).unwrap().nonce
+    );
+    let after = files
+        .read_all(&rec.blob())
+        .unwrap()
+        .expect("same file name");
+    assert_eq!(after, good, "the chunk file is not what the encoding made");
+    for i in 0..manifest.params.total() {
+        let s = manifest.shard_len as usize;
+        crate::ces::verify_shard(&manifest, i, &after[i * s..(i + 1) * s]).unwrap();
+    }
+}
+
 /// Reads open file `ino` front to back in `step`-byte requests, as the
 /// kernel does for a sequential reader.
 fn read_sequentially(fs: &Fs, ino: u64, len: usize, step: usize) -> Vec<u8> {

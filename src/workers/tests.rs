@@ -118,7 +118,7 @@ fn fs_and_kv(upload: bool, dir: &tempfile::TempDir) -> (Arc<Fs>, Arc<MemKv>) {
 }
 
 /// Damages one local shard of every chunk file, then reads the 60 KiB file
-/// `ino` (written with `seed`) cold: the read rebuilds and re-encodes.
+/// `ino` (written with `seed`) cold: the read rebuilds the bad shard.
 fn damage_and_read(fs: &Fs, kv: &MemKv, dir: &tempfile::TempDir, ino: u64, seed: u64) {
     corrupt_chunk_files(kv, dir.path(), 1);
     fs.drop_cache();
@@ -271,7 +271,7 @@ fn an_outage_loses_nothing() {
 }
 
 #[test]
-fn a_repaired_chunk_releases_the_old_copies_and_places_its_new_shards() {
+fn a_repaired_chunk_keeps_its_placement_and_releases_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (fs, kv) = fs_and_kv(true, &dir);
     let ino = put(&fs, "r", 60 * 1024, 9); // one chunk, in a chunk file
@@ -281,16 +281,16 @@ fn a_repaired_chunk_releases_the_old_copies_and_places_its_new_shards() {
     let stats = UploaderStats::default();
     run_round(&fs, peers.as_ref(), &stats);
     assert_eq!(peers.copies(), 6);
-    // Damage one local shard; the next cold read rebuilds and re-encodes.
+    let holders = fs.chunk_holders(&ids[0]).unwrap();
+    assert_eq!(holders.len(), 6);
+    // Damage one local shard; the next cold read rebuilds it in place
+    // (same manifest): the peers' copies are still the chunk's shards.
     damage_and_read(&fs, &kv, &dir, ino, 9);
-    // The new encoding has no holders yet; the 6 old copies are to be released.
-    assert!(fs.chunk_holders(&ids[0]).unwrap().is_empty());
-    assert_eq!(fs.upload_queue_len().unwrap(), 1 + 6);
-    run_round(&fs, peers.as_ref(), &stats);
+    assert_eq!(fs.chunk_holders(&ids[0]).unwrap(), holders);
     assert_eq!(fs.upload_queue_len().unwrap(), 0);
-    assert_eq!(stats.snapshot().shards_released, 6);
-    assert_eq!(fs.chunk_holders(&ids[0]).unwrap().len(), 6);
-    assert_eq!(peers.copies(), 6, "old copies gone, new ones placed");
+    run_round(&fs, peers.as_ref(), &stats);
+    assert_eq!(stats.snapshot().shards_released, 0);
+    assert_eq!(peers.copies(), 6);
 }
 
 #[test]
@@ -330,16 +330,16 @@ fn entries_backing_off_never_hide_due_ones_and_bad_entries_are_skipped() {
 }
 
 #[test]
-fn a_placement_that_raced_a_repair_releases_its_copies_and_keeps_the_chunk_queued() {
+fn a_placement_that_raced_a_repair_is_recorded_as_the_shards_did_not_change() {
     let dir = tempfile::tempdir().unwrap();
     let (fs, kv) = fs_and_kv(true, &dir);
     let ino = put(&fs, "r", 60 * 1024, 11);
     let ids = fs.chunk_ids().unwrap();
-    // The uploader read the old shards...
+    // The uploader read the shards...
     let old = fs.shards_to_place(&ids[0]).unwrap().unwrap();
-    // ...then a read repaired the chunk (a new encoding).
+    // ...then a read repaired the chunk, in place.
     damage_and_read(&fs, &kv, &dir, ino, 11);
-    // The old placement lands: nothing recorded, copies to release, chunk still queued.
+    // The placement lands: the shards it carried are still the chunk's.
     let placed: Vec<crate::fs::replica::Placed> = old
         .iter()
         .map(|s| crate::fs::replica::Placed {
@@ -349,11 +349,6 @@ fn a_placement_that_raced_a_repair_releases_its_copies_and_keeps_the_chunk_queue
         })
         .collect();
     fs.record_placement(&ids[0], &placed).unwrap();
-    assert!(fs.chunk_holders(&ids[0]).unwrap().is_empty());
-    assert_eq!(fs.upload_queue_len().unwrap(), 1 + 6);
-    let due = fs.due_uploads(100).unwrap();
-    assert!(
-        due.iter()
-            .any(|q| q.task == crate::fs::replica::UploadTask::Place { chunk: ids[0] })
-    );
+    assert_eq!(fs.chunk_holders(&ids[0]).unwrap().len(), 6);
+    assert_eq!(fs.upload_queue_len().unwrap(), 0);
 }
