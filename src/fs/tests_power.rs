@@ -465,6 +465,31 @@ fn no_fsync_encode_or_whole_file_scan_runs_under_the_namespace_mutex() {
     assert_consistent(&disk);
 }
 
+/// An I/O error storing a file's data at its last close (after close(2)
+/// returned, so nobody can be told but the log) is returned by the release
+/// (the adapter logs it, and so does the core), drops only that file's
+/// unstored buffers, and leaves the store consistent: the file reads what
+/// was stored before.
+#[test]
+fn an_error_storing_a_closed_files_data_is_reported_and_drops_only_its_buffers() {
+    let disk = SimDisk::new(12);
+    let fs = open(&disk);
+    let first = random(5 << 20, 13);
+    let (ino, fh) = create(&fs, "f");
+    write_all(&fs, ino, &first);
+    fs.fsync(ino).unwrap();
+    // Rewrite the first chunk; the store fails at the release.
+    fs.write(ino, 0, &random(1000, 14)).unwrap();
+    disk.fail_at(disk.calls());
+    let released = fs.release(fh);
+    disk.disarm();
+    assert!(released.is_err(), "the failure must reach the release");
+    assert_eq!(read_file(&fs, "f").unwrap(), first);
+    fs.sync_all().unwrap();
+    drop(fs);
+    assert_consistent(&disk);
+}
+
 /// `-o ro`: opening read-only writes nothing to the store, and a store
 /// that has no filesystem yet is refused.
 #[test]
