@@ -203,29 +203,8 @@ impl Ces {
         manifest: &Manifest,
         shards: &[Option<&[u8]>],
     ) -> Result<(Vec<u8>, DecodeReport)> {
-        manifest.validate()?;
-        let params = manifest.params;
-        let (k, total) = (usize::from(params.k()), params.total());
-        if shards.len() != total {
-            return Err(CesError::ShardCountMismatch {
-                expected: total,
-                got: shards.len(),
-            });
-        }
-        let s = manifest.shard_len as usize;
-        let (valid, mut report) = verify_shards(manifest, shards, k)?;
-
-        let mut payload = Vec::new();
-        if valid[..k].iter().all(Option::is_some) {
-            payload.reserve(k * s);
-            for shard in valid[..k].iter().flatten() {
-                payload.extend_from_slice(shard);
-            }
-        } else {
-            report.reconstructed = true;
-            shard::reconstruct(&valid, params, s, &mut payload)?;
-        }
-
+        let k = usize::from(manifest.params.k());
+        let (payload, report) = data_shards(manifest, shards, k, 0)?;
         Ok((self.open_payload(manifest, payload)?, report))
     }
 
@@ -328,6 +307,28 @@ pub fn rebuild_shards(
     manifest: &Manifest,
     shards: &[Option<&[u8]>],
 ) -> Result<(Vec<u8>, DecodeReport)> {
+    let total = manifest.params.total();
+    let s = manifest.shard_len as usize;
+    let (mut all, report) = data_shards(manifest, shards, total, total * s)?;
+    shard::append_parity(&mut all, manifest.params, s)?;
+    for i in 0..total {
+        // The rebuilt bytes must be the encoding's (a mismatch would mean a
+        // manifest that does not describe these shards).
+        verify_shard(manifest, i, &all[i * s..(i + 1) * s])?;
+    }
+    Ok((all, report))
+}
+
+/// The k data shards of a chunk (k·s bytes, end to end), from any k valid
+/// shards of `shards` (k + m slots): as given when all data shards are
+/// valid, else rebuilt by Reed-Solomon. Shards are verified in index order
+/// until `enough` have matched. `capacity`: room to reserve in the result.
+fn data_shards(
+    manifest: &Manifest,
+    shards: &[Option<&[u8]>],
+    enough: usize,
+    capacity: usize,
+) -> Result<(Vec<u8>, DecodeReport)> {
     manifest.validate()?;
     let params = manifest.params;
     let (k, total) = (usize::from(params.k()), params.total());
@@ -338,23 +339,17 @@ pub fn rebuild_shards(
         });
     }
     let s = manifest.shard_len as usize;
-    let (valid, mut report) = verify_shards(manifest, shards, total)?;
-    let mut all = Vec::with_capacity(total * s);
+    let (valid, mut report) = verify_shards(manifest, shards, enough)?;
+    let mut out = Vec::with_capacity(capacity.max(k * s));
     if valid[..k].iter().all(Option::is_some) {
         for shard in valid[..k].iter().flatten() {
-            all.extend_from_slice(shard);
+            out.extend_from_slice(shard);
         }
     } else {
         report.reconstructed = true;
-        shard::reconstruct(&valid, params, s, &mut all)?;
+        shard::reconstruct(&valid, params, s, &mut out)?;
     }
-    shard::append_parity(&mut all, params, s)?;
-    for i in 0..total {
-        // The rebuilt bytes must be the encoding's (a mismatch would mean a
-        // manifest that does not describe these shards).
-        verify_shard(manifest, i, &all[i * s..(i + 1) * s])?;
-    }
-    Ok((all, report))
+    Ok((out, report))
 }
 
 /// Verifies `shards` (k + m slots, None for missing ones) in index order

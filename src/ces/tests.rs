@@ -420,3 +420,32 @@ fn decode_from_contiguous_data_shards_round_trips_and_names_a_bad_shard() {
         }
     }
 }
+
+#[test]
+fn rebuild_shards_restores_the_encodings_own_shards_without_a_key() {
+    let enc = ces()
+        .encode(&random(300_000, 41), params(4, 2), &Hint::default())
+        .unwrap();
+    let s = enc.manifest.shard_len as usize;
+    let original: Vec<u8> = enc.shards().flatten().copied().collect();
+    // Every way of losing or damaging up to m shards, data and parity.
+    for (a, b) in [(0, 1), (0, 5), (3, 4), (4, 5), (2, 2)] {
+        let mut damaged = original.clone();
+        damaged[a * s + 7] ^= 1;
+        let mut view: Vec<Option<&[u8]>> = damaged.chunks(s).map(Some).collect();
+        view[b] = None;
+        let (all, report) = rebuild_shards(&enc.manifest, &view).unwrap();
+        assert_eq!(all, original, "lost {a} and {b}");
+        assert_eq!(report.corrupt.contains(&(a as u16)), a != b);
+        assert_eq!(report.missing, vec![b as u16]);
+    }
+    // More than m bad: an error, never made-up shards.
+    let mut view: Vec<Option<&[u8]>> = original.chunks(s).map(Some).collect();
+    view[0] = None;
+    view[1] = None;
+    view[5] = None;
+    assert!(matches!(
+        rebuild_shards(&enc.manifest, &view),
+        Err(CesError::NotEnoughShards { .. })
+    ));
+}
