@@ -587,7 +587,7 @@ impl Fs {
         drop(st);
         // The last close of an unlinked file deletes it (unless the kernel
         // still knows it: then its `forget` will).
-        self.reap_if_unlinked(ino)?;
+        self.reap(ino)?;
         flushed
     }
 
@@ -1862,15 +1862,7 @@ impl Fs {
     /// Deletes every chunk file that no chunk record names; returns how
     /// many. Only while nothing is being encoded (at mount).
     fn sweep_unreferenced_files(&self) -> FsResult<usize> {
-        let mut named = std::collections::HashSet::new();
-        self.kv.scan(Cf::Chunk, &[], &[], &mut |_, v| {
-            if let Ok(rec) = ChunkRecord::decode(v)
-                && rec.location == LOC_FILE
-            {
-                named.insert(rec.blob());
-            }
-            true
-        })?;
+        let named = super::fsck::named_files(&*self.kv)?;
         let mut stray = Vec::new();
         self.chunks.visit(&mut |id, _| {
             if !named.contains(id) {

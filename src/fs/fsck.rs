@@ -234,6 +234,22 @@ fn all(kv: &dyn Kv, cf: Cf) -> FsResult<Vec<(Vec<u8>, Vec<u8>)>> {
     Ok(out)
 }
 
+/// The chunk files that chunk records name (the files of the records that
+/// keep their shards in a file of their own). Shared by fsck and by the
+/// sweep a mount runs after a crash.
+pub(crate) fn named_files(kv: &dyn Kv) -> FsResult<HashSet<[u8; 32]>> {
+    let mut named = HashSet::new();
+    kv.scan(Cf::Chunk, &[], &[], &mut |_, v| {
+        if let Ok(rec) = ChunkRecord::decode(v)
+            && rec.location == LOC_FILE
+        {
+            named.insert(rec.blob());
+        }
+        true
+    })?;
+    Ok(named)
+}
+
 /// Checks the data dir held by `kv` and `chunks`; with `repair`, removes
 /// what is provably unreferenced (see the module docs).
 pub fn fsck(kv: &dyn Kv, chunks: &dyn ChunkStore, repair: bool) -> FsResult<Report> {
@@ -422,7 +438,7 @@ pub fn fsck(kv: &dyn Kv, chunks: &dyn ChunkStore, repair: bool) -> FsResult<Repo
 
     // Each record: refcount, shards.
     let inline: HashMap<Vec<u8>, Vec<u8>> = all(kv, Cf::Inline)?.into_iter().collect();
-    let mut named_files: HashSet<[u8; 32]> = HashSet::new();
+    let named_files = named_files(kv)?;
     let mut repair_batch = Batch::new();
     let mut dead_files = Vec::new();
     for (id, rec) in &records {
@@ -443,9 +459,6 @@ pub fn fsck(kv: &dyn Kv, chunks: &dyn ChunkStore, repair: bool) -> FsResult<Repo
                 stored: rec.refs,
                 counted: n,
             });
-        }
-        if rec.location == LOC_FILE {
-            named_files.insert(rec.blob());
         }
         let Ok(m) = Manifest::decode(&rec.manifest) else {
             p.push(Problem::Unreadable {

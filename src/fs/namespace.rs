@@ -309,12 +309,6 @@ impl Fs {
         if self.is_open(ino) {
             return Ok(());
         }
-        self.reap_if_unlinked(ino)
-    }
-
-    /// Deletes `ino` and its data if it has no name left and the kernel no
-    /// longer knows it. The caller has checked it is not open.
-    pub(super) fn reap_if_unlinked(&self, ino: u64) -> FsResult<()> {
         self.reap(ino)
     }
 

@@ -508,13 +508,19 @@ fn xattrs_follow_linux_limits() {
     ));
 }
 
+/// Creates `name` in the root with `data`, and closes it.
+fn write_closed(fs: &Fs, name: &[u8], data: &[u8]) -> Inode {
+    let (f, fh) = fs.create(&C, ROOT_INO, name, 0o644).unwrap();
+    fs.write(f.ino, 0, data).unwrap();
+    fs.release(fh).unwrap();
+    f
+}
+
 #[test]
 fn damaged_chunks_are_rebuilt_and_rewritten() {
     let t = setup();
     let data = random(64 * 1024, 7);
-    let (f, fh) = t.fs.create(&C, ROOT_INO, b"r", 0o644).unwrap();
-    t.fs.write(f.ino, 0, &data).unwrap();
-    t.fs.release(fh).unwrap();
+    let f = write_closed(&t.fs, b"r", &data);
     corrupt_chunk_files(t.kv.as_ref(), t.dir.path(), 2);
     // A fresh core: nothing cached.
     drop(t.fs);
@@ -536,9 +542,7 @@ fn damaged_chunks_are_rebuilt_and_rewritten() {
 fn a_repair_rebuilds_only_the_bad_shards_under_the_same_manifest() {
     let t = setup();
     let data = random(64 * 1024, 17);
-    let (f, fh) = t.fs.create(&C, ROOT_INO, b"r", 0o644).unwrap();
-    t.fs.write(f.ino, 0, &data).unwrap();
-    t.fs.release(fh).unwrap();
+    let f = write_closed(&t.fs, b"r", &data);
     let records = |kv: &MemKv| {
         let mut out = Vec::new();
         crate::store::Kv::scan(kv, crate::store::Cf::Chunk, &[], &[], &mut |k, v| {

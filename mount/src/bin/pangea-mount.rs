@@ -275,8 +275,9 @@ fn serve(
             Fs::new(Arc::new(kv), Arc::new(chunks), ces, cfg, owner)
                 .map_err(|e| format!("opening the filesystem: {e}"))?,
         );
-        if opts.read_only {
-        } else if let Err(e) = dir.reserve.restore() {
+        if !opts.read_only
+            && let Err(e) = dir.reserve.restore()
+        {
             warn!(error = %e, bytes = dir.reserve.bytes(), "the data dir's disk is nearly full: no space set aside for the index (it is retried after deletions)");
         }
         let mut config = fuser::Config::default();
