@@ -1,23 +1,29 @@
 //! Pangea core library.
 //!
-//! Module map (imports point up this list, never down: `fs` may use the
-//! modules above it, `cache`, `store` and `ces` use none of the others):
-//! * [`ces`]: compress → encrypt → shard and back. Pure: no I/O, no async,
-//!   no threads; knows nothing of files, the index or the network.
-//! * [`store`]: the local store: a column-family key-value index (RocksDB,
-//!   or in memory for tests) and whole files named by 32-byte ids. Knows
-//!   nothing of filesystems, CES or the network; the only user of `rocksdb`.
-//! * [`cache`]: the moka cache of plaintext chunks (byte-weighted, TTL
-//!   extended on every read).
-//! * [`fs`]: the filesystem core: namespace, file data through CES, xattrs,
-//!   POSIX rules. Knows nothing of FUSE (the adapter lives in `mount/`).
-//! * [`workers`]: background workers over the core (the uploader).
+//! Module map, top-down: each module may use the ones below it, never one
+//! above (`scripts/check-layering` keeps this true, and no two modules
+//! import each other):
+//! * [`workers`]: background jobs over the layers below (the uploader).
+//! * [`fs`]: the filesystem core: namespace, open files and write buffers,
+//!   commits, garbage collection, xattrs, POSIX rules, fsck. Knows nothing
+//!   of FUSE (the adapter lives in `mount/`).
+//! * [`placement`]: the durable upload queue, the peer table and the
+//!   transport seam through which shards reach peers.
+//! * [`chunks`]: the data plane: chunk records, encoding and loading chunks
+//!   through CES on thread pools, shard sources, repair, read-ahead.
+//! * [`store`], [`cache`], [`ces`] (leaves, apart from each other): the
+//!   local index and chunk files (the only user of `rocksdb`); the moka
+//!   cache of plaintext chunks; compress → encrypt → shard, pure (no I/O,
+//!   no async, no threads).
 //!
-//! Later layers (see docs/ARCHITECTURE.md): `net`, `ctl`.
+//! Later layers (see docs/ARCHITECTURE.md): `node` (the process), `net`
+//! (the only user of `libp2p`), the control socket.
 
 pub mod cache;
 pub mod ces;
+pub mod chunks;
 pub mod fs;
+pub mod placement;
 pub mod store;
 pub mod workers;
 

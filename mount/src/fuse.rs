@@ -184,7 +184,7 @@ impl Drop for Releaser {
 fn errno(e: &FsError) -> Errno {
     if matches!(
         e,
-        FsError::Store(_) | FsError::Chunk { .. } | FsError::Corrupt(_)
+        FsError::Store(_) | FsError::Chunk(_) | FsError::Corrupt(_)
     ) {
         warn!(error = %e, "I/O error");
     } else {

@@ -2,7 +2,7 @@
 
 use thiserror::Error;
 
-use crate::ces::CesError;
+use crate::chunks::ChunkError;
 use crate::store::StoreError;
 
 /// Why a filesystem operation failed.
@@ -42,8 +42,10 @@ pub enum FsError {
     FileTooBig,
     #[error("too many links")]
     TooManyLinks,
-    #[error("chunk {chunk} is unreadable: {source}")]
-    Chunk { chunk: String, source: CesError },
+    /// A chunk could not be stored or loaded (unreadable, or an encoding
+    /// that failed).
+    #[error("{0}")]
+    Chunk(ChunkError),
     #[error("index: {0}")]
     Store(StoreError),
     #[error("index record {0} is corrupt")]
@@ -63,6 +65,17 @@ impl From<StoreError> for FsError {
             FsError::NoSpace
         } else {
             FsError::Store(e)
+        }
+    }
+}
+
+impl From<ChunkError> for FsError {
+    fn from(e: ChunkError) -> Self {
+        match e {
+            ChunkError::Store(e) => e.into(),
+            ChunkError::Corrupt(what) => FsError::Corrupt(what),
+            ChunkError::Internal(what) => FsError::Internal(what),
+            e => FsError::Chunk(e),
         }
     }
 }
@@ -89,7 +102,7 @@ impl FsError {
             FsError::BadHandle => libc::EBADF,
             FsError::FileTooBig => libc::EFBIG,
             FsError::TooManyLinks => libc::EMLINK,
-            FsError::Chunk { .. } => libc::EIO,
+            FsError::Chunk(_) => libc::EIO,
             FsError::Store(_) => libc::EIO,
             FsError::Corrupt(_) => libc::EIO,
             FsError::Internal(_) => libc::EIO,

@@ -19,9 +19,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
 use super::FsResult;
-use super::data::{ChunkRecord, LOC_FILE, LOC_INLINE, hex8};
 use super::types::{self, ChunkRef, Dentry, FileKind, Inode};
-use crate::ces::{Manifest, verify_shard};
+use crate::ces::{ChunkId, Manifest, verify_shard};
+use crate::chunks::{ChunkRecord, Location};
+use crate::placement::queue::place_key;
 use crate::store::{Batch, Cf, ChunkStore, Kv};
 
 /// One thing wrong, in words a person can act on.
@@ -224,6 +225,11 @@ fn be_u64(k: &[u8], at: usize) -> Option<u64> {
         .map(u64::from_be_bytes)
 }
 
+/// The short display of a 32-byte id.
+fn short(id: &[u8; 32]) -> String {
+    ChunkId(*id).to_string()
+}
+
 /// Every (key, value) of `cf`.
 fn all(kv: &dyn Kv, cf: Cf) -> FsResult<Vec<(Vec<u8>, Vec<u8>)>> {
     let mut out = Vec::new();
@@ -241,9 +247,9 @@ pub(crate) fn named_files(kv: &dyn Kv) -> FsResult<HashSet<[u8; 32]>> {
     let mut named = HashSet::new();
     kv.scan(Cf::Chunk, &[], &[], &mut |_, v| {
         if let Ok(rec) = ChunkRecord::decode(v)
-            && rec.location == LOC_FILE
+            && rec.location == Location::File
         {
-            named.insert(rec.blob());
+            named.insert(*rec.file().as_bytes());
         }
         true
     })?;
@@ -426,12 +432,12 @@ pub fn fsck(kv: &dyn Kv, chunks: &dyn ChunkStore, repair: bool) -> FsResult<Repo
                 what: "file data",
             });
         }
-        *counted.entry(cref.id).or_default() += 1;
-        if !records.contains_key(&cref.id) {
+        *counted.entry(*cref.id.as_bytes()).or_default() += 1;
+        if !records.contains_key(cref.id.as_bytes()) {
             p.push(Problem::MissingChunk {
                 ino,
                 slot,
-                chunk: hex8(&cref.id),
+                chunk: cref.id.to_string(),
             });
         }
     }
@@ -444,18 +450,18 @@ pub fn fsck(kv: &dyn Kv, chunks: &dyn ChunkStore, repair: bool) -> FsResult<Repo
     for (id, rec) in &records {
         let n = counted.get(id).copied().unwrap_or(0);
         if n == 0 {
-            p.push(Problem::UnreferencedChunk { chunk: hex8(id) });
+            p.push(Problem::UnreferencedChunk { chunk: short(id) });
             if repair {
                 repair_batch.delete(Cf::Chunk, id);
                 repair_batch.delete(Cf::Inline, id);
-                repair_batch.delete(Cf::Upload, &super::replica::place_key(id));
-                if rec.location == LOC_FILE {
-                    dead_files.push(rec.blob());
+                repair_batch.delete(Cf::Upload, &place_key(&ChunkId(*id)));
+                if rec.location == Location::File {
+                    dead_files.push(*rec.file().as_bytes());
                 }
             }
         } else if rec.refs != n {
             p.push(Problem::Refcount {
-                chunk: hex8(id),
+                chunk: short(id),
                 stored: rec.refs,
                 counted: n,
             });
@@ -463,13 +469,13 @@ pub fn fsck(kv: &dyn Kv, chunks: &dyn ChunkStore, repair: bool) -> FsResult<Repo
         let Ok(m) = Manifest::decode(&rec.manifest) else {
             p.push(Problem::Unreadable {
                 what: "chunk manifest",
-                key: hex8(id),
+                key: short(id),
             });
             continue;
         };
         let bytes = match rec.location {
-            LOC_INLINE => inline.get(id.as_slice()).cloned(),
-            _ => chunks.read_all(&rec.blob())?,
+            Location::Inline => inline.get(id.as_slice()).cloned(),
+            Location::File => chunks.read_all(rec.file().as_bytes())?,
         };
         let s = m.shard_len as usize;
         let total = m.params.total();
@@ -482,13 +488,13 @@ pub fn fsck(kv: &dyn Kv, chunks: &dyn ChunkStore, repair: bool) -> FsResult<Repo
         let k = usize::from(m.params.k());
         if total - bad.len() < k {
             p.push(Problem::ChunkLost {
-                chunk: hex8(id),
+                chunk: short(id),
                 good: total - bad.len(),
                 needed: k,
             });
         } else if !bad.is_empty() {
             p.push(Problem::ChunkDamaged {
-                chunk: hex8(id),
+                chunk: short(id),
                 bad,
             });
         }
@@ -506,7 +512,7 @@ pub fn fsck(kv: &dyn Kv, chunks: &dyn ChunkStore, repair: bool) -> FsResult<Repo
     }
     for (key, _) in all(kv, Cf::Upload)? {
         let chunk = key.get(1..33).and_then(|c| <[u8; 32]>::try_from(c).ok());
-        let is_place = chunk.is_some_and(|id| key == super::replica::place_key(&id));
+        let is_place = chunk.is_some_and(|id| key == place_key(&ChunkId(id)));
         if is_place && !chunk.is_some_and(|id| records.contains_key(&id)) {
             p.push(Problem::UnreferencedEntry {
                 what: "upload queue",
@@ -524,7 +530,7 @@ pub fn fsck(kv: &dyn Kv, chunks: &dyn ChunkStore, repair: bool) -> FsResult<Repo
     let on_disk: HashSet<[u8; 32]> = files.iter().copied().collect();
     for file in files {
         if !named_files.contains(&file) {
-            p.push(Problem::UnreferencedFile { file: hex8(&file) });
+            p.push(Problem::UnreferencedFile { file: short(&file) });
             dead_files.push(file);
         }
     }
@@ -533,7 +539,7 @@ pub fn fsck(kv: &dyn Kv, chunks: &dyn ChunkStore, repair: bool) -> FsResult<Repo
             continue;
         };
         if named_files.contains(&blob) {
-            p.push(Problem::LiveFileInGc { file: hex8(&blob) });
+            p.push(Problem::LiveFileInGc { file: short(&blob) });
             continue;
         }
         if !on_disk.contains(&blob) || dead_files.contains(&blob) {

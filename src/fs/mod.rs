@@ -1,16 +1,23 @@
 //! The filesystem core: namespace (inodes, dentries, hard links, symlinks,
-//! rename), file data (chunks through CES, write buffers), xattrs, and the
-//! POSIX rules the kernel leaves to the filesystem (ownership of new files,
-//! setgid inheritance, suid/sgid clearing on chown, nlink, timestamps).
+//! rename: `namespace.rs`), open files and their write buffers (`open.rs`,
+//! `buffers.rs`), writes, truncate and holes (`write.rs`), reads
+//! (`read.rs`), storing buffers as chunks (`commit.rs`), deleting chunk
+//! files and crash recovery (`gc.rs`), xattrs, and the POSIX rules the
+//! kernel leaves to the filesystem (ownership of new files, setgid
+//! inheritance, suid/sgid clearing on chown, nlink, timestamps). Chunks
+//! themselves (records, encoding, loading, repair) are the chunk layer's
+//! (`crate::chunks`), which `Fs` holds as one sub-owner.
 //!
 //! May not: know about FUSE (the adapter in `mount/` maps these calls and
 //! their errors), or the network. Permission checks on access are the
 //! kernel's (`default_permissions`, always set by `pangea-mount`).
 //!
-//! Concurrency: one mutex (`ns`) serializes every change to the index (each
-//! a single atomic WriteBatch); reads of the index take no lock, and no
-//! fsync, encoding or scan of a whole file runs under it. Each open file
-//! has its own lock over its write buffers; lock order is file → `ns`.
+//! Concurrency: one mutex (`ns`) serializes every change to the namespace
+//! (each a single atomic WriteBatch), and takes the chunk table's lock
+//! inside it (a batch may change refcounts); reads of the index take no
+//! lock, and no fsync, encoding or scan of a whole file runs under it. Each
+//! open file has its own lock over its write buffers; lock order is file →
+//! `ns` → chunk records.
 //!
 //! Durability: a chunk file is durable before any batch names it, so the
 //! index's log may reach the disk at any time; fsync stores a file's
@@ -31,14 +38,17 @@
 //!   removed once that batch is durable (via the GC CF, and the sweep after
 //!   a crash, so nothing leaks).
 
-mod data;
+mod buffers;
+mod commit;
 pub mod datadir;
-mod encoder;
 pub mod error;
 pub mod fsck;
+mod gc;
 mod namespace;
-pub mod replica;
+mod open;
+mod read;
 pub mod types;
+mod write;
 pub mod xattr;
 
 use std::collections::HashMap;
@@ -46,13 +56,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use crate::cache::{CacheStats, ChunkCache};
+use crate::cache::CacheStats;
 use crate::ces::{Ces, CompressionPolicy, ShardParams};
+use crate::chunks::{ChunkConfig, Chunks, FileId, RecordsGuard};
 use crate::store::{Batch, Cf, ChunkStore, CountingKv, Kv};
 
-pub use data::{DataStats, ReadData};
 pub use error::{FsError, FsResult};
+pub use read::ReadData;
 pub use types::{FileKind, Inode, NAME_MAX, ROOT_INO, Time};
+pub use write::SYNCED_CHUNK_SIZE;
 
 /// Tunables of the filesystem core.
 #[derive(Debug, Clone)]
@@ -80,7 +92,7 @@ pub struct FsConfig {
     /// Chunks decoded ahead of a sequential reader: their shards are read
     /// on the fetch threads, then decoded in parallel on the encoder pool.
     pub read_ahead: usize,
-    /// Queue new encodings for placement on peers (`fs::replica`). Set when
+    /// Queue new encodings for placement on peers (`crate::placement`). Set when
     /// the node has peers; a node alone keeps the upload queue empty.
     pub upload: bool,
     /// The data dir's space set aside for the index: restored after chunk
@@ -200,39 +212,56 @@ pub struct Fs {
     /// The same store, for its write count (what open files' cached inode
     /// and extents are checked against).
     counted: Arc<CountingKv>,
-    chunks: Arc<dyn ChunkStore>,
-    /// CES and the handles the encoder pool's jobs share.
-    enc: Arc<encoder::EncodeCtx>,
-    /// Reads the shards of chunks decoded ahead of sequential readers, and
-    /// queues their decode on `pool` (declared first: dropped, so drained,
-    /// before it).
-    fetch: encoder::Pool,
-    /// Encodes full chunks off the FUSE threads (and decodes read-ahead).
-    pool: Arc<encoder::Pool>,
-    /// Makes new chunk files durable before their results are committed
-    /// (declared after `pool`, whose jobs feed it: dropped, so drained,
-    /// after it).
-    syncer: Arc<encoder::Pool>,
-    cache: Arc<ChunkCache>,
+    /// The data plane: chunk records, encoding, loading, the read cache.
+    chunks: Arc<Chunks>,
     cfg: FsConfig,
     /// Serializes every index mutation (see the module docs).
     ns: Arc<NsLock>,
     next_ino: AtomicU64,
     /// Per-inode state of open files.
-    open: Mutex<HashMap<u64, data::OpenEntry>>,
+    open: Mutex<HashMap<u64, open::OpenEntry>>,
     /// File handle → inode.
     handles: Mutex<HashMap<u64, u64>>,
     next_fh: AtomicU64,
-    /// Bytes held in write buffers across all files.
-    dirty_total: AtomicU64,
+    /// Bytes held in write buffers across all files (see `buffers`).
+    dirty_total: Arc<AtomicU64>,
     /// Chunk files to delete after the next WAL sync (see `collect_garbage`).
-    gc_pending: Mutex<Vec<([u8; 32], u64)>>,
+    gc_pending: Mutex<Vec<(FileId, u64)>>,
     /// Inode → references the kernel holds (FUSE's lookup count, see
     /// `remember`/`forget`). An inode unlinked while the kernel still knows
     /// it stays, as an orphan, until forgotten: an open(2) that resolved the
     /// name just before a rename or unlink must still find it.
     lookups: Mutex<HashMap<u64, u64>>,
-    stats: Arc<data::Counters>,
+    /// The write path's own counters.
+    stats: Counters,
+}
+
+/// Write-path counters (the chunk layer keeps its own).
+#[derive(Default)]
+struct Counters {
+    bytes_flushed: AtomicU64,
+    slots_spilled: AtomicU64,
+}
+
+/// A snapshot of the data path's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DataStats {
+    /// Chunks run through CES on the write path.
+    pub chunks_encoded: u64,
+    /// Chunks whose plaintext was already stored (no encoding, refcount + 1).
+    pub chunks_deduped: u64,
+    /// Chunks decoded on the read path (cache misses).
+    pub chunks_decoded: u64,
+    /// Chunks read with missing or corrupt shards, rebuilt and rewritten.
+    pub chunks_repaired: u64,
+    /// Chunks with fewer than k good shards (reads failed with EIO).
+    pub chunks_lost: u64,
+    /// Chunks whose last reference went away and that were deleted.
+    pub chunks_deleted: u64,
+    /// Plaintext bytes flushed from write buffers.
+    pub bytes_flushed: u64,
+    /// Write buffers moved to a staging file over the memory budget.
+    pub slots_spilled: u64,
 }
 
 /// The namespace mutex, which knows which thread holds it (tests check
@@ -259,9 +288,11 @@ impl NsLock {
     }
 }
 
-/// Holds `ns`; clears its holder when dropped.
+/// Holds `ns`, and the chunk table's lock inside it (every namespace batch
+/// may change refcounts); clears its holder when dropped.
 pub(crate) struct NsGuard<'a> {
     holder: &'a AtomicU64,
+    _records: RecordsGuard<'a>,
     _guard: MutexGuard<'a, ()>,
 }
 
@@ -276,22 +307,6 @@ const META_NEXT_INO: &[u8] = b"next_ino";
 /// [`Fs::shutdown`], removed at the next open): its absence at open means
 /// the last run crashed, and the open sweeps what a crash can leave.
 pub(crate) const META_CLEAN: &[u8] = b"clean_shutdown";
-/// Chunks waiting for an encoder thread: bounds the memory held by writers
-/// that run ahead of encoding (at 4 MiB chunks, 16 MiB).
-const ENCODE_QUEUE: usize = 4;
-/// Threads that read chunk files for read-ahead. They wait on the disk, not
-/// the CPU: three keep three chunk reads in flight while the pool decodes
-/// (this virtio disk reads 4.5 MiB files at 545 MiB/s one at a time, 835
-/// two at a time, 921 four at a time).
-const FETCH_THREADS: usize = 3;
-/// Threads that sync new chunk files (they wait on the disk: several syncs
-/// in flight are committed together by the file system's journal).
-const SYNC_THREADS: usize = 3;
-/// Chunk files waiting for a sync thread (each holds its encoding's
-/// plaintext until committed).
-const SYNC_QUEUE: usize = 4;
-/// Read-ahead chunks waiting for a fetch thread (they hold no buffer yet).
-const FETCH_QUEUE: usize = 8;
 
 impl Fs {
     /// Opens the filesystem stored in `kv` and `chunks`, creating the root
@@ -314,49 +329,32 @@ impl Fs {
             ),
             None => types::ROOT_INO + 1,
         };
-        let cache = Arc::new(ChunkCache::new(cfg.cache_capacity, cfg.cache_ttl));
-        let ces = Arc::new(ces);
-        let stats = Arc::new(data::Counters::default());
-        let enc = Arc::new(encoder::EncodeCtx {
+        let chunks = Arc::new(Chunks::new(
+            kv.clone(),
+            chunks,
             ces,
-            kv: kv.clone(),
-            chunks: chunks.clone(),
-            stats: stats.clone(),
-            shard_params: cfg.shard_params,
-            inline_max: cfg.inline_max,
-            cache: cache.clone(),
-            prefetching: Mutex::new(std::collections::HashSet::new()),
-            prefetched: std::sync::Condvar::new(),
-        });
-        // One thread per core. One more would fill the waits for chunk file
-        // reads, but the chunks decoded ahead then share the cores and the
-        // next one a reader needs comes later: the benchmark read at 1.00×
-        // gocryptfs with it, 1.45× without (docs/PERFORMANCE.md).
-        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+            ChunkConfig {
+                shard_params: cfg.shard_params,
+                inline_max: cfg.inline_max,
+                cache_capacity: cfg.cache_capacity,
+                cache_ttl: cfg.cache_ttl,
+                read_only: cfg.read_only,
+            },
+        ));
         let fs = Fs {
             kv,
             counted,
             chunks,
-            enc,
-            fetch: encoder::Pool::named("fetch", FETCH_THREADS, FETCH_QUEUE, false),
-            pool: Arc::new(encoder::Pool::new(threads, ENCODE_QUEUE)),
-            syncer: Arc::new(encoder::Pool::named(
-                "sync",
-                SYNC_THREADS,
-                SYNC_QUEUE,
-                false,
-            )),
-            cache,
             cfg,
             ns: Arc::new(NsLock::default()),
             next_ino: AtomicU64::new(next),
             open: Mutex::new(HashMap::new()),
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
-            dirty_total: AtomicU64::new(0),
+            dirty_total: Arc::new(AtomicU64::new(0)),
             gc_pending: Mutex::new(Vec::new()),
             lookups: Mutex::new(HashMap::new()),
-            stats,
+            stats: Counters::default(),
         };
         let has_root = fs
             .kv
@@ -401,17 +399,38 @@ impl Fs {
 
     /// Read-cache counters.
     pub fn cache_stats(&self) -> CacheStats {
-        self.cache.stats()
+        self.chunks.cache_stats()
     }
 
     /// Empties the read cache (benchmarks: a cold read after drop_caches).
     pub fn drop_cache(&self) {
-        self.cache.clear();
+        self.chunks.drop_cache();
     }
 
     /// Data-path counters.
     pub fn data_stats(&self) -> DataStats {
-        self.stats.snapshot()
+        let c = self.chunks.stats();
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        DataStats {
+            chunks_encoded: c.encoded,
+            chunks_deduped: c.deduped,
+            chunks_decoded: c.decoded,
+            chunks_repaired: c.repaired,
+            chunks_lost: c.lost,
+            chunks_deleted: c.deleted,
+            bytes_flushed: g(&self.stats.bytes_flushed),
+            slots_spilled: g(&self.stats.slots_spilled),
+        }
+    }
+
+    /// The chunk layer (tests and tools: records, repair).
+    pub fn chunk_layer(&self) -> &Arc<Chunks> {
+        &self.chunks
+    }
+
+    /// The upload queue over this filesystem's index and chunks.
+    pub fn upload_queue(&self) -> crate::placement::UploadQueue {
+        crate::placement::UploadQueue::new(self.kv.clone(), self.chunks.clone())
     }
 
     /// The configuration in use.
@@ -421,9 +440,11 @@ impl Fs {
 
     fn lock_ns(&self) -> NsGuard<'_> {
         let guard = self.ns.m.lock().unwrap_or_else(|p| p.into_inner());
+        let records = self.chunks.table().lock();
         self.ns.holder.store(thread_tag(), Ordering::Release);
         NsGuard {
             holder: &self.ns.holder,
+            _records: records,
             _guard: guard,
         }
     }
@@ -440,18 +461,6 @@ impl Fs {
             Some(v) => Inode::decode(&v),
             None => Err(FsError::NotFound),
         }
-    }
-
-    /// Every 32-byte key of a table keyed by chunk id or chunk-file name.
-    fn ids_in(&self, cf: Cf) -> FsResult<Vec<[u8; 32]>> {
-        let mut out = Vec::new();
-        self.kv.scan(cf, &[], &[], &mut |k, _| {
-            if let Ok(id) = <[u8; 32]>::try_from(k) {
-                out.push(id);
-            }
-            true
-        })?;
-        Ok(out)
     }
 
     fn put_inode(&self, b: &mut Batch, inode: &Inode) {
@@ -483,7 +492,7 @@ impl Fs {
 
     /// statfs: the capacity of the data dir's disk.
     pub fn statfs(&self) -> FsResult<StatFs> {
-        let v = self.chunks.disk_usage()?;
+        let v = self.chunks.local().files().disk_usage()?;
         let bsize = 4096u64;
         Ok(StatFs {
             blocks: v.total_bytes / bsize,

@@ -5,6 +5,7 @@ use nix::libc;
 
 use super::types::{self, Dentry, FileKind, Inode, Time, check_name};
 use super::{Ctx, DirEntry, Fs, FsError, FsResult, RenameFlags, SetAttr, SetTime};
+use crate::chunks::FileId;
 use crate::store::{Batch, Cf};
 
 /// Extents (or xattrs) one step of deleting an inode handles under `ns`.
@@ -35,7 +36,7 @@ impl Fs {
         // Pending attributes first: see `pending_attrs`.
         let pending = self.pending_attrs(ino);
         let mut inode = self.load(ino)?;
-        super::data::apply_pending(&mut inode, pending);
+        super::open::apply_pending(&mut inode, pending);
         Ok(inode)
     }
 
@@ -247,7 +248,7 @@ impl Fs {
         b: &mut Batch,
         inode: &mut Inode,
         now: Time,
-    ) -> FsResult<(Vec<[u8; 32]>, Option<u64>)> {
+    ) -> FsResult<(Vec<FileId>, Option<u64>)> {
         if inode.kind == FileKind::Dir {
             inode.nlink = 0;
         } else {
@@ -342,7 +343,7 @@ impl Fs {
 
     /// Deletes the first `REAP_STEP` extents of `ino` inside `b`, with their
     /// chunk references; returns the chunk files to delete after `b`.
-    fn delete_extents_step(&self, b: &mut Batch, ino: u64) -> FsResult<Vec<[u8; 32]>> {
+    fn delete_extents_step(&self, b: &mut Batch, ino: u64) -> FsResult<Vec<FileId>> {
         let mut ids = Vec::new();
         let mut n = 0;
         self.kv
@@ -369,7 +370,7 @@ impl Fs {
     /// Removes an inode, its extents, xattrs and chunk references inside
     /// `b`, if that is a bounded step (at most `REAP_STEP` extents and
     /// xattrs); None (and `b` unchanged) if it has more.
-    pub(super) fn delete_inode(&self, b: &mut Batch, ino: u64) -> FsResult<Option<Vec<[u8; 32]>>> {
+    pub(super) fn delete_inode(&self, b: &mut Batch, ino: u64) -> FsResult<Option<Vec<FileId>>> {
         let prefix = types::ino_key(ino);
         let mut ids = Vec::new();
         let mut ekeys = Vec::new();

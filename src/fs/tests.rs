@@ -554,10 +554,10 @@ fn a_repair_rebuilds_only_the_bad_shards_under_the_same_manifest() {
     };
     let before = records(&t.kv);
     assert_eq!(before.len(), 1);
-    let rec = super::data::ChunkRecord::decode(&before[0].1).unwrap();
+    let rec = crate::chunks::ChunkRecord::decode(&before[0].1).unwrap();
     let manifest = crate::ces::Manifest::decode(&rec.manifest).unwrap();
     let files = ChunkFiles::open(&t.dir.path().join("chunks")).unwrap();
-    let good = files.read_all(&rec.blob()).unwrap().unwrap();
+    let good = files.read_all(rec.file().as_bytes()).unwrap().unwrap();
     corrupt_chunk_files(t.kv.as_ref(), t.dir.path(), 2);
     drop(t.fs);
     let fs = open(&t.kv, &t.dir, cfg());
@@ -574,7 +574,7 @@ fn a_repair_rebuilds_only_the_bad_shards_under_the_same_manifest() {
         crate::ces::Manifest::decode(&rec.manifest).unwrap().nonce
     );
     let after = files
-        .read_all(&rec.blob())
+        .read_all(rec.file().as_bytes())
         .unwrap()
         .expect("same file name");
     assert_eq!(after, good, "the chunk file is not what the encoding made");
@@ -1074,7 +1074,7 @@ fn random_ops_with_spilling_match_a_byte_vector_model() {
         if big {
             assert_eq!(
                 t.fs.getattr(f.ino).unwrap().chunk_size,
-                super::data::SYNCED_CHUNK_SIZE,
+                super::SYNCED_CHUNK_SIZE,
                 "seed {seed}: not re-cut"
             );
         }
@@ -1099,7 +1099,7 @@ fn a_file_fsynced_while_small_gets_small_chunks_and_keeps_its_bytes() {
     t.fs.fsync(f.ino).unwrap();
     assert_eq!(
         t.fs.getattr(f.ino).unwrap().chunk_size,
-        super::data::SYNCED_CHUNK_SIZE
+        super::SYNCED_CHUNK_SIZE
     );
     assert_eq!(t.fs.read(f.ino, 0, 800_000).unwrap(), data);
     // Its chunks live in the index: a commit's only fsync is the WAL's.
@@ -1196,42 +1196,4 @@ fn close_leaves_encoding_to_the_release_that_follows_it() {
     t.fs.release(fh).unwrap();
     assert_eq!(t.fs.data_stats().chunks_encoded, before + 1);
     assert_eq!(t.fs.read(f.ino, 0, 50_000).unwrap(), data);
-}
-
-#[test]
-fn chunk_records_round_trip_with_holders_and_version_1_records_still_read() {
-    use super::data::{ChunkRecord, Holder};
-    let rec = ChunkRecord {
-        refs: 7,
-        location: 1,
-        holders: vec![
-            Holder { shard: 0, peer: 3 },
-            Holder {
-                shard: 17,
-                peer: u32::MAX,
-            },
-        ],
-        manifest: vec![9; 40],
-    };
-    let v = rec.encode();
-    assert_eq!(v[0], 2);
-    let back = ChunkRecord::decode(&v).unwrap();
-    assert_eq!(back.refs, 7);
-    assert_eq!(back.location, 1);
-    assert_eq!(back.holders, rec.holders);
-    assert_eq!(back.manifest, rec.manifest);
-    // Version 1: version, refcount, location, manifest; no holders.
-    let mut v1 = vec![1];
-    v1.extend_from_slice(&5u64.to_le_bytes());
-    v1.push(0);
-    v1.extend_from_slice(&[4; 30]);
-    let old = ChunkRecord::decode(&v1).unwrap();
-    assert_eq!((old.refs, old.location), (5, 0));
-    assert!(old.holders.is_empty());
-    assert_eq!(old.manifest, vec![4; 30]);
-    // Truncated holder lists and unknown versions are corrupt, not a panic.
-    assert!(ChunkRecord::decode(&v[..14]).is_err());
-    let mut v3 = v.clone();
-    v3[0] = 3;
-    assert!(ChunkRecord::decode(&v3).is_err());
 }

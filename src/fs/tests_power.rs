@@ -276,8 +276,9 @@ fn a_panicking_encoding_job_fails_its_request_and_loses_nothing() {
     let fs = open(&disk);
     let (ino, fh) = create(&fs, "f");
     let mut content = random(9 << 20, 8);
-    content[..encoder::PANIC_MARK.len()].copy_from_slice(encoder::PANIC_MARK);
-    encoder::PANIC_NEXT_JOB.store(true, Ordering::SeqCst);
+    content[..crate::chunks::encode::PANIC_MARK.len()]
+        .copy_from_slice(crate::chunks::encode::PANIC_MARK);
+    crate::chunks::encode::PANIC_NEXT_JOB.store(true, Ordering::SeqCst);
     // Full chunks go to the pool as they fill; the panic surfaces at the
     // next call that collects the jobs.
     let mut failed = None;

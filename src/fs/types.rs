@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::error::{FsError, FsResult};
+use crate::ces::ChunkId;
 
 /// Inode number of the root directory.
 pub const ROOT_INO: u64 = 1;
@@ -273,7 +274,7 @@ pub(crate) fn extent_key(ino: u64, index: u64) -> [u8; 16] {
 /// its plaintext length (bytes past it, up to the file size, are zeros).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChunkRef {
-    pub id: [u8; 32],
+    pub id: ChunkId,
     pub len: u32,
 }
 
@@ -281,7 +282,7 @@ impl ChunkRef {
     pub(crate) fn encode(&self) -> [u8; 37] {
         let mut v = [0u8; 37];
         v[0] = RECORD_VERSION;
-        v[1..33].copy_from_slice(&self.id);
+        v[1..33].copy_from_slice(self.id.as_bytes());
         v[33..37].copy_from_slice(&self.len.to_le_bytes());
         v
     }
@@ -297,7 +298,10 @@ impl ChunkRef {
                 .try_into()
                 .map_err(|_| FsError::Corrupt("extent"))?,
         );
-        Ok(ChunkRef { id, len })
+        Ok(ChunkRef {
+            id: ChunkId(id),
+            len,
+        })
     }
 }
 
@@ -345,7 +349,7 @@ mod tests {
         };
         assert_eq!(Dentry::decode(&d.encode()).unwrap(), d);
         let c = ChunkRef {
-            id: [3; 32],
+            id: ChunkId([3; 32]),
             len: 77,
         };
         assert_eq!(ChunkRef::decode(&c.encode()).unwrap(), c);

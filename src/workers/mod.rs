@@ -3,11 +3,11 @@
 //! API (the index and its queues), never through its locks.
 //!
 //! * [`Uploader`]: places new chunks' shards on peers and releases peers'
-//!   copies of deleted chunks (the upload queue of `fs::replica`).
+//!   copies of deleted chunks (the upload queue of `placement`).
 
 pub mod uploader;
 
-pub use uploader::{ShardPlacer, Uploader, UploaderSnapshot, UploaderStats};
+pub use uploader::{StepError, Uploader, UploaderSnapshot, UploaderStats};
 
 #[cfg(test)]
 mod tests;

@@ -1,5 +1,5 @@
 //! The uploader against in-memory peers (no network: the transport is a
-//! [`ShardPlacer`] that keeps shards in maps).
+//! [`ShardTransport`] that keeps shards in maps).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -7,29 +7,32 @@ use std::time::Duration;
 
 use super::uploader::run_round;
 use super::*;
-use crate::ces::{Ces, CompressionPolicy, MasterKey};
+use crate::ces::{Ces, CompressionPolicy, MasterKey, ShardId};
 use crate::fs::{Ctx, Fs, FsConfig, ROOT_INO};
+use crate::placement::{PeerId, PlaceError, ShardToPlace, ShardTransport, UploadTask};
 use crate::store::{ChunkFiles, MemKv};
 use crate::testutil::{corrupt_chunk_files, random};
 
 /// One peer's shards: address → bytes.
-type PeerStore = HashMap<[u8; 32], Vec<u8>>;
+type PeerStore = HashMap<ShardId, Vec<u8>>;
 
 /// Peers in memory: peer id → its shards.
 #[derive(Default)]
 struct FakePeers {
-    peers: Vec<Vec<u8>>,
-    held: Mutex<HashMap<Vec<u8>, PeerStore>>,
+    peers: Vec<PeerId>,
+    held: Mutex<HashMap<PeerId, PeerStore>>,
     /// While set, every call fails (a network outage).
     down: Mutex<bool>,
-    /// Calls to `place` that succeed before the outage starts.
+    /// Shards placed before the outage starts.
     fail_after: Mutex<Option<usize>>,
 }
 
 impl FakePeers {
     fn new(n: usize) -> Self {
         FakePeers {
-            peers: (0..n).map(|i| format!("peer-{i}").into_bytes()).collect(),
+            peers: (0..n)
+                .map(|i| PeerId(format!("peer-{i}").into_bytes()))
+                .collect(),
             ..Default::default()
         }
     }
@@ -37,28 +40,21 @@ impl FakePeers {
     fn copies(&self) -> usize {
         self.held.lock().unwrap().values().map(HashMap::len).sum()
     }
-}
 
-impl ShardPlacer for FakePeers {
-    fn place(
-        &self,
-        address: &[u8; 32],
-        bytes: &[u8],
-        avoid: &[Vec<u8>],
-    ) -> Result<Vec<u8>, String> {
+    fn place_one(&self, s: &ShardToPlace, avoid: &[PeerId]) -> Result<PeerId, PlaceError> {
         if *self.down.lock().unwrap() {
-            return Err("peers unreachable".into());
+            return Err(PlaceError::NoPeer);
         }
         if let Some(n) = self.fail_after.lock().unwrap().as_mut() {
             if *n == 0 {
-                return Err("connection reset".into());
+                return Err(PlaceError::PeerDown(self.peers[0].clone()));
             }
             *n -= 1;
         }
         // Peers verify what they store, like the real protocol.
         assert_eq!(
-            blake3::hash(bytes).as_bytes(),
-            address,
+            ShardId::of(&s.bytes),
+            s.address,
             "shard does not match its address"
         );
         let peer = self
@@ -66,20 +62,38 @@ impl ShardPlacer for FakePeers {
             .iter()
             .find(|p| !avoid.contains(p))
             .or_else(|| self.peers.first())
-            .ok_or("no peers")?
+            .ok_or(PlaceError::NoPeer)?
             .clone();
         self.held
             .lock()
             .unwrap()
             .entry(peer.clone())
             .or_default()
-            .insert(*address, bytes.to_vec());
+            .insert(s.address, s.bytes.clone());
         Ok(peer)
     }
+}
 
-    fn release(&self, peer: &[u8], address: &[u8; 32]) -> Result<(), String> {
+impl ShardTransport for FakePeers {
+    fn place(&self, shards: &[ShardToPlace], avoid: &[PeerId]) -> Vec<Result<PeerId, PlaceError>> {
+        let mut used = avoid.to_vec();
+        shards
+            .iter()
+            .map(|s| {
+                let r = self.place_one(s, &used);
+                if let Ok(p) = &r
+                    && !used.contains(p)
+                {
+                    used.push(p.clone());
+                }
+                r
+            })
+            .collect()
+    }
+
+    fn release(&self, peer: &PeerId, address: &ShardId) -> Result<(), PlaceError> {
         if *self.down.lock().unwrap() {
-            return Err("peers unreachable".into());
+            return Err(PlaceError::PeerDown(peer.clone()));
         }
         if let Some(h) = self.held.lock().unwrap().get_mut(peer) {
             h.remove(address);
@@ -140,11 +154,11 @@ fn a_node_alone_queues_nothing_and_records_no_holders() {
     let fs = fs_with(false, &dir);
     put(&fs, "big", 200 * 1024, 1);
     put(&fs, "small", 100, 2);
-    assert_eq!(fs.upload_queue_len().unwrap(), 0);
-    let ids = fs.chunk_ids().unwrap();
+    assert_eq!(fs.upload_queue().len().unwrap(), 0);
+    let ids = fs.chunk_layer().table().ids().unwrap();
     assert!(ids.len() >= 4);
     for id in ids {
-        assert!(fs.chunk_holders(&id).unwrap().is_empty());
+        assert!(fs.upload_queue().holders(&id).unwrap().is_empty());
     }
 }
 
@@ -154,30 +168,33 @@ fn uploader_places_every_shard_on_distinct_peers_and_empties_the_queue() {
     let fs = fs_with(true, &dir);
     put(&fs, "big", 200 * 1024, 1); // 4 chunks in chunk files
     put(&fs, "small", 100, 2); // inline
-    let ids = fs.chunk_ids().unwrap();
-    assert_eq!(fs.upload_queue_len().unwrap(), ids.len() as u64);
+    let ids = fs.chunk_layer().table().ids().unwrap();
+    assert_eq!(fs.upload_queue().len().unwrap(), ids.len() as u64);
 
     let peers = Arc::new(FakePeers::new(6));
     let stats = UploaderStats::default();
-    assert_eq!(run_round(&fs, peers.as_ref(), &stats), ids.len());
-    assert_eq!(fs.upload_queue_len().unwrap(), 0);
+    assert_eq!(
+        run_round(&fs.upload_queue(), peers.as_ref(), &stats),
+        ids.len()
+    );
+    assert_eq!(fs.upload_queue().len().unwrap(), 0);
     let s = stats.snapshot();
     assert_eq!(s.chunks_placed, ids.len() as u64);
     assert_eq!(s.shards_placed, 6 * ids.len() as u64);
     assert_eq!(s.failures, 0);
     for id in &ids {
-        let holders = fs.chunk_holders(id).unwrap();
+        let holders = fs.upload_queue().holders(id).unwrap();
         let mut shards: Vec<u16> = holders.iter().map(|(i, _)| *i).collect();
         shards.sort_unstable();
         assert_eq!(shards, vec![0, 1, 2, 3, 4, 5]);
-        let mut who: Vec<&Vec<u8>> = holders.iter().map(|(_, p)| p).collect();
+        let mut who: Vec<&PeerId> = holders.iter().map(|(_, p)| p).collect();
         who.sort();
         who.dedup();
         assert_eq!(who.len(), 6, "k + m shards on k + m distinct peers");
     }
     assert_eq!(peers.copies(), 6 * ids.len());
     // Nothing is due: another round does nothing.
-    assert_eq!(run_round(&fs, peers.as_ref(), &stats), 0);
+    assert_eq!(run_round(&fs.upload_queue(), peers.as_ref(), &stats), 0);
 }
 
 #[test]
@@ -187,15 +204,15 @@ fn deleting_a_file_releases_its_peer_copies() {
     put(&fs, "big", 130 * 1024, 3);
     let peers = Arc::new(FakePeers::new(6));
     let stats = UploaderStats::default();
-    run_round(&fs, peers.as_ref(), &stats);
+    run_round(&fs.upload_queue(), peers.as_ref(), &stats);
     let copies = peers.copies();
     assert!(copies > 0);
     fs.unlink(ROOT_INO, b"big").unwrap();
-    assert_eq!(fs.upload_queue_len().unwrap(), copies as u64);
-    run_round(&fs, peers.as_ref(), &stats);
+    assert_eq!(fs.upload_queue().len().unwrap(), copies as u64);
+    run_round(&fs.upload_queue(), peers.as_ref(), &stats);
     assert_eq!(peers.copies(), 0);
     assert_eq!(stats.snapshot().shards_released, copies as u64);
-    assert_eq!(fs.upload_queue_len().unwrap(), 0);
+    assert_eq!(fs.upload_queue().len().unwrap(), 0);
 }
 
 #[test]
@@ -203,9 +220,9 @@ fn a_file_deleted_before_upload_leaves_nothing_queued() {
     let dir = tempfile::tempdir().unwrap();
     let fs = fs_with(true, &dir);
     put(&fs, "gone", 130 * 1024, 4);
-    assert!(fs.upload_queue_len().unwrap() > 0);
+    assert!(fs.upload_queue().len().unwrap() > 0);
     fs.unlink(ROOT_INO, b"gone").unwrap();
-    assert_eq!(fs.upload_queue_len().unwrap(), 0);
+    assert_eq!(fs.upload_queue().len().unwrap(), 0);
 }
 
 #[test]
@@ -213,24 +230,28 @@ fn failures_back_off_and_partial_placements_are_kept() {
     let dir = tempfile::tempdir().unwrap();
     let fs = fs_with(true, &dir);
     put(&fs, "one", 60 * 1024, 5); // one chunk, 6 shards
-    let ids = fs.chunk_ids().unwrap();
+    let ids = fs.chunk_layer().table().ids().unwrap();
     assert_eq!(ids.len(), 1);
     let peers = Arc::new(FakePeers::new(6));
     *peers.fail_after.lock().unwrap() = Some(2);
     let stats = UploaderStats::default();
-    assert_eq!(run_round(&fs, peers.as_ref(), &stats), 1);
+    assert_eq!(run_round(&fs.upload_queue(), peers.as_ref(), &stats), 1);
     assert_eq!(stats.snapshot().failures, 1);
     // Two shards placed and recorded; the chunk stays queued, not yet due.
-    assert_eq!(fs.chunk_holders(&ids[0]).unwrap().len(), 2);
-    assert_eq!(fs.upload_queue_len().unwrap(), 1);
-    assert_eq!(run_round(&fs, peers.as_ref(), &stats), 0, "backing off");
+    assert_eq!(fs.upload_queue().holders(&ids[0]).unwrap().len(), 2);
+    assert_eq!(fs.upload_queue().len().unwrap(), 1);
+    assert_eq!(
+        run_round(&fs.upload_queue(), peers.as_ref(), &stats),
+        0,
+        "backing off"
+    );
     // Once due again, only the four missing shards travel.
     *peers.fail_after.lock().unwrap() = None;
     std::thread::sleep(Duration::from_millis(1100));
-    assert_eq!(run_round(&fs, peers.as_ref(), &stats), 1);
-    assert_eq!(fs.chunk_holders(&ids[0]).unwrap().len(), 6);
+    assert_eq!(run_round(&fs.upload_queue(), peers.as_ref(), &stats), 1);
+    assert_eq!(fs.upload_queue().holders(&ids[0]).unwrap().len(), 6);
     assert_eq!(stats.snapshot().shards_placed, 6);
-    assert_eq!(fs.upload_queue_len().unwrap(), 0);
+    assert_eq!(fs.upload_queue().len().unwrap(), 0);
 }
 
 #[test]
@@ -239,9 +260,9 @@ fn the_uploader_thread_drains_the_queue_and_shuts_down() {
     let fs = fs_with(true, &dir);
     put(&fs, "a", 100 * 1024, 6);
     let peers = Arc::new(FakePeers::new(6));
-    let up = Uploader::start(fs.clone(), peers.clone(), Duration::from_millis(20)).unwrap();
+    let up = Uploader::start(fs.upload_queue(), peers.clone(), Duration::from_millis(20)).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while fs.upload_queue_len().unwrap() > 0 {
+    while fs.upload_queue().len().unwrap() > 0 {
         assert!(std::time::Instant::now() < deadline, "queue not drained");
         std::thread::sleep(Duration::from_millis(10));
     }
@@ -250,7 +271,7 @@ fn the_uploader_thread_drains_the_queue_and_shuts_down() {
     // New work is not picked up after shutdown.
     put(&fs, "b", 100 * 1024, 7);
     std::thread::sleep(Duration::from_millis(100));
-    assert!(fs.upload_queue_len().unwrap() > 0);
+    assert!(fs.upload_queue().len().unwrap() > 0);
 }
 
 #[test]
@@ -258,12 +279,12 @@ fn an_outage_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let fs = fs_with(true, &dir);
     put(&fs, "a", 100 * 1024, 8);
-    let queued = fs.upload_queue_len().unwrap();
+    let queued = fs.upload_queue().len().unwrap();
     let peers = Arc::new(FakePeers::new(6));
     *peers.down.lock().unwrap() = true;
     let stats = UploaderStats::default();
-    run_round(&fs, peers.as_ref(), &stats);
-    assert_eq!(fs.upload_queue_len().unwrap(), queued);
+    run_round(&fs.upload_queue(), peers.as_ref(), &stats);
+    assert_eq!(fs.upload_queue().len().unwrap(), queued);
     assert_eq!(stats.snapshot().failures, queued);
     // The file still reads back locally.
     let ino = fs.lookup(ROOT_INO, b"a").unwrap().ino;
@@ -275,20 +296,20 @@ fn a_repaired_chunk_keeps_its_placement_and_releases_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (fs, kv) = fs_and_kv(true, &dir);
     let ino = put(&fs, "r", 60 * 1024, 9); // one chunk, in a chunk file
-    let ids = fs.chunk_ids().unwrap();
+    let ids = fs.chunk_layer().table().ids().unwrap();
     assert_eq!(ids.len(), 1);
     let peers = Arc::new(FakePeers::new(6));
     let stats = UploaderStats::default();
-    run_round(&fs, peers.as_ref(), &stats);
+    run_round(&fs.upload_queue(), peers.as_ref(), &stats);
     assert_eq!(peers.copies(), 6);
-    let holders = fs.chunk_holders(&ids[0]).unwrap();
+    let holders = fs.upload_queue().holders(&ids[0]).unwrap();
     assert_eq!(holders.len(), 6);
     // Damage one local shard; the next cold read rebuilds it in place
     // (same manifest): the peers' copies are still the chunk's shards.
     damage_and_read(&fs, &kv, &dir, ino, 9);
-    assert_eq!(fs.chunk_holders(&ids[0]).unwrap(), holders);
-    assert_eq!(fs.upload_queue_len().unwrap(), 0);
-    run_round(&fs, peers.as_ref(), &stats);
+    assert_eq!(fs.upload_queue().holders(&ids[0]).unwrap(), holders);
+    assert_eq!(fs.upload_queue().len().unwrap(), 0);
+    run_round(&fs.upload_queue(), peers.as_ref(), &stats);
     assert_eq!(stats.snapshot().shards_released, 0);
     assert_eq!(peers.copies(), 6);
 }
@@ -303,29 +324,28 @@ fn entries_backing_off_never_hide_due_ones_and_bad_entries_are_skipped() {
     let peers = Arc::new(FakePeers::new(6));
     *peers.down.lock().unwrap() = true;
     let stats = UploaderStats::default();
-    assert_eq!(run_round(&fs, peers.as_ref(), &stats), 20);
+    assert_eq!(run_round(&fs.upload_queue(), peers.as_ref(), &stats), 20);
     // A malformed entry (a newer version, or damage) must not block the queue.
     let mut b = crate::store::Batch::new();
     b.put(crate::store::Cf::Upload, b"Pbad", b"junk");
     crate::store::Kv::write(kv.as_ref(), b, false).unwrap();
     // All 20 back off; a new chunk is due at once, wherever its key sorts.
-    let before = fs.chunk_ids().unwrap();
+    let before = fs.chunk_layer().table().ids().unwrap();
     put(&fs, "new", 100, 999);
-    let new: Vec<[u8; 32]> = fs
-        .chunk_ids()
+    let new: Vec<_> = fs
+        .chunk_layer()
+        .table()
+        .ids()
         .unwrap()
         .into_iter()
         .filter(|id| !before.contains(id))
         .collect();
     assert_eq!(new.len(), 1);
-    let due = fs.due_uploads(1).unwrap();
+    let due = fs.upload_queue().due(1).unwrap();
     assert_eq!(due.len(), 1);
-    assert_eq!(
-        due[0].task,
-        crate::fs::replica::UploadTask::Place { chunk: new[0] }
-    );
+    assert_eq!(due[0].task, UploadTask::Place { chunk: new[0] });
     *peers.down.lock().unwrap() = false;
-    assert_eq!(run_round(&fs, peers.as_ref(), &stats), 1);
+    assert_eq!(run_round(&fs.upload_queue(), peers.as_ref(), &stats), 1);
     assert_eq!(stats.snapshot().chunks_placed, 1);
 }
 
@@ -334,21 +354,23 @@ fn a_placement_that_raced_a_repair_is_recorded_as_the_shards_did_not_change() {
     let dir = tempfile::tempdir().unwrap();
     let (fs, kv) = fs_and_kv(true, &dir);
     let ino = put(&fs, "r", 60 * 1024, 11);
-    let ids = fs.chunk_ids().unwrap();
+    let ids = fs.chunk_layer().table().ids().unwrap();
     // The uploader read the shards...
-    let old = fs.shards_to_place(&ids[0]).unwrap().unwrap();
+    let old = fs.upload_queue().shards_to_place(&ids[0]).unwrap().unwrap();
     // ...then a read repaired the chunk, in place.
     damage_and_read(&fs, &kv, &dir, ino, 11);
     // The placement lands: the shards it carried are still the chunk's.
-    let placed: Vec<crate::fs::replica::Placed> = old
+    let placed: Vec<crate::placement::Placed> = old
         .iter()
-        .map(|s| crate::fs::replica::Placed {
+        .map(|s| crate::placement::Placed {
             index: s.index,
             address: s.address,
-            peer: format!("peer-{}", s.index).into_bytes(),
+            peer: PeerId(format!("peer-{}", s.index).into_bytes()),
         })
         .collect();
-    fs.record_placement(&ids[0], &placed).unwrap();
-    assert_eq!(fs.chunk_holders(&ids[0]).unwrap().len(), 6);
-    assert_eq!(fs.upload_queue_len().unwrap(), 0);
+    fs.upload_queue()
+        .record_placement(&ids[0], &placed)
+        .unwrap();
+    assert_eq!(fs.upload_queue().holders(&ids[0]).unwrap().len(), 6);
+    assert_eq!(fs.upload_queue().len().unwrap(), 0);
 }

@@ -1,7 +1,7 @@
-//! The uploader: drains the upload queue (`fs::replica`), placing the shards
+//! The uploader: drains the upload queue (`placement`), placing the shards
 //! of new chunks on peers and releasing peers' copies of deleted ones.
 //!
-//! One job, one thread. It talks to peers only through a [`ShardPlacer`]
+//! One job, one thread. It talks to peers only through a [`ShardTransport`]
 //! (the network layer's; a node alone has none and starts no uploader).
 //! Every step is recorded in the index in one batch, so a crash repeats at
 //! most the step it interrupted; a failed entry is retried with exponential
@@ -14,23 +14,21 @@ use std::time::Duration;
 
 use tracing::{debug, warn};
 
-use crate::fs::Fs;
-use crate::fs::replica::{Placed, QueuedUpload, UploadTask};
+use crate::chunks::ChunkError;
+use crate::placement::{PlaceError, Placed, QueuedUpload, ShardTransport, UploadQueue, UploadTask};
 
 /// Entries taken from the queue per round.
 const BATCH: usize = 64;
 
-/// Where shards go: the transport to peers.
-pub trait ShardPlacer: Send + Sync {
-    /// Stores a copy of a shard (its BLAKE3 `address` and `bytes`) on a
-    /// peer, preferably not one of `avoid` (the chunk's shards are spread
-    /// over distinct peers where there are enough); returns the identity of
-    /// the peer that now holds it.
-    fn place(&self, address: &[u8; 32], bytes: &[u8], avoid: &[Vec<u8>])
-    -> Result<Vec<u8>, String>;
-
-    /// Asks `peer` to delete its copy of the shard at `address`.
-    fn release(&self, peer: &[u8], address: &[u8; 32]) -> Result<(), String>;
+/// Why one step of the uploader failed (the entry is retried later).
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// The index or the local shards.
+    #[error(transparent)]
+    Local(#[from] ChunkError),
+    /// The transport or a peer.
+    #[error(transparent)]
+    Peer(#[from] PlaceError),
 }
 
 /// The uploader's counters.
@@ -77,8 +75,8 @@ impl Uploader {
     /// Starts the uploader thread: a round every `interval`, and at once
     /// after a round that found work.
     pub fn start(
-        fs: Arc<Fs>,
-        placer: Arc<dyn ShardPlacer>,
+        queue: UploadQueue,
+        placer: Arc<dyn ShardTransport>,
         interval: Duration,
     ) -> std::io::Result<Uploader> {
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
@@ -90,7 +88,7 @@ impl Uploader {
                 .name("pangea-uploader".into())
                 .spawn(move || {
                     loop {
-                        let did = run_round(&fs, placer.as_ref(), &stats);
+                        let did = run_round(&queue, placer.as_ref(), &stats);
                         let (lock, cv) = &*stop;
                         let stopped = lock.lock().unwrap_or_else(|p| p.into_inner());
                         if *stopped {
@@ -144,8 +142,8 @@ impl Drop for Uploader {
 
 /// One round: every due entry (at most [`BATCH`]). Returns how many entries
 /// it handled (placed, released or failed).
-pub fn run_round(fs: &Fs, placer: &dyn ShardPlacer, stats: &UploaderStats) -> usize {
-    let due = match fs.due_uploads(BATCH) {
+pub fn run_round(queue: &UploadQueue, placer: &dyn ShardTransport, stats: &UploaderStats) -> usize {
+    let due = match queue.due(BATCH) {
         Ok(d) => d,
         Err(e) => {
             warn!(error = %e, "cannot read the upload queue");
@@ -154,10 +152,10 @@ pub fn run_round(fs: &Fs, placer: &dyn ShardPlacer, stats: &UploaderStats) -> us
     };
     let n = due.len();
     for q in due {
-        if let Err(why) = step(fs, placer, stats, &q) {
+        if let Err(why) = step(queue, placer, stats, &q) {
             stats.failures.fetch_add(1, Ordering::Relaxed);
             debug!(task = ?kind(&q.task), attempts = q.entry.attempts + 1, error = %why, "upload step failed; retried later");
-            if let Err(e) = fs.upload_failed(&q) {
+            if let Err(e) = queue.failed(&q) {
                 warn!(error = %e, "cannot reschedule an upload entry");
             }
         }
@@ -173,32 +171,30 @@ fn kind(t: &UploadTask) -> &'static str {
 }
 
 fn step(
-    fs: &Fs,
-    placer: &dyn ShardPlacer,
+    queue: &UploadQueue,
+    placer: &dyn ShardTransport,
     stats: &UploaderStats,
     q: &QueuedUpload,
-) -> Result<(), String> {
+) -> Result<(), StepError> {
     match &q.task {
         UploadTask::Place { chunk } => {
-            let Some(shards) = fs.shards_to_place(chunk).map_err(|e| e.to_string())? else {
+            let Some(shards) = queue.shards_to_place(chunk)? else {
                 // Deleted: its entry went with it, unless this read raced the delete.
-                return fs.record_placement(chunk, &[]).map_err(|e| e.to_string());
+                return Ok(queue.record_placement(chunk, &[])?);
             };
-            let already: Vec<(u16, Vec<u8>)> =
-                fs.chunk_holders(chunk).map_err(|e| e.to_string())?;
-            let mut used: Vec<Vec<u8>> = already.iter().map(|(_, p)| p.clone()).collect();
-            let mut placed = Vec::with_capacity(shards.len());
-            for s in shards {
-                if already.iter().any(|(i, _)| *i == s.index) {
-                    continue;
-                }
-                let result = placer.place(&s.address, &s.bytes, &used);
-                match result {
+            let already = queue.holders(chunk)?;
+            let avoid: Vec<_> = already.iter().map(|(_, p)| p.clone()).collect();
+            let todo: Vec<_> = shards
+                .into_iter()
+                .filter(|s| !already.iter().any(|(i, _)| *i == s.index))
+                .collect();
+            let results = placer.place(&todo, &avoid);
+            let mut placed = Vec::with_capacity(todo.len());
+            let mut first_err = None;
+            for (s, r) in todo.iter().zip(results) {
+                match r {
                     Ok(peer) => {
                         stats.shards_placed.fetch_add(1, Ordering::Relaxed);
-                        if !used.contains(&peer) {
-                            used.push(peer.clone());
-                        }
                         placed.push(Placed {
                             index: s.index,
                             address: s.address,
@@ -206,21 +202,22 @@ fn step(
                         });
                     }
                     Err(e) => {
-                        // Keep what was placed: the next try skips those shards.
-                        fs.record_partial_placement(chunk, &placed)
-                            .map_err(|e| e.to_string())?;
-                        return Err(e);
+                        first_err.get_or_insert(e);
                     }
                 }
             }
-            fs.record_placement(chunk, &placed)
-                .map_err(|e| e.to_string())?;
+            if placed.len() < todo.len() {
+                // Keep what was placed: the next try skips those shards.
+                queue.record_partial_placement(chunk, &placed)?;
+                return Err(first_err.unwrap_or(PlaceError::NoPeer).into());
+            }
+            queue.record_placement(chunk, &placed)?;
             stats.chunks_placed.fetch_add(1, Ordering::Relaxed);
             Ok(())
         }
         UploadTask::Drop { shard, peer } => {
             placer.release(peer, shard)?;
-            fs.record_dropped(q).map_err(|e| e.to_string())?;
+            queue.record_dropped(q)?;
             stats.shards_released.fetch_add(1, Ordering::Relaxed);
             Ok(())
         }

@@ -1,0 +1,278 @@
+//! Placement: the durable queue of shards to place on peers and copies to
+//! release, the peer table, and the transport seam the network implements.
+//!
+//! Sits above the chunk layer (it reads chunk records and local shards and
+//! records holders under the chunk table's lock) and below the filesystem
+//! (which queues entries in the batches that create and delete records).
+//! The worker that drains the queue is `workers::Uploader`. May not import
+//! `fs`, `node` or `workers`.
+
+pub mod peers;
+pub mod queue;
+pub mod transport;
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use tracing::warn;
+
+use crate::ces::{ChunkId, ShardFault, ShardId};
+use crate::chunks::{ChunkError, ChunkResult, Chunks, Holder, ShardSource};
+use crate::store::{Batch, Cf, Kv};
+
+pub use peers::{PeerId, PeerTable};
+pub use queue::{QueuedUpload, UploadEntry, UploadTask};
+pub use transport::{PlaceError, Placed, ShardToPlace, ShardTransport};
+
+/// Longest wait between two tries of one entry.
+const MAX_BACKOFF_SECS: u64 = 3600;
+
+/// Unix time in milliseconds.
+fn unix_now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn hex_prefix(key: &[u8]) -> String {
+    key.iter().take(9).map(|b| format!("{b:02x}")).collect()
+}
+
+/// The upload queue over the index (see [`queue`]).
+pub struct UploadQueue {
+    /// The index holding the queue.
+    kv: Arc<dyn Kv>,
+    /// Chunk records (holders) and the local shards to send.
+    chunks: Arc<Chunks>,
+    /// Peer numbers of the holders.
+    peers: PeerTable,
+}
+
+impl UploadQueue {
+    pub fn new(kv: Arc<dyn Kv>, chunks: Arc<Chunks>) -> UploadQueue {
+        UploadQueue {
+            peers: PeerTable::new(kv.clone()),
+            kv,
+            chunks,
+        }
+    }
+
+    /// Entries that are due now, at most `limit`. The whole queue is
+    /// scanned if need be, so entries backing off never hide due ones
+    /// behind them. A malformed entry is logged and skipped (it cannot
+    /// block the queue).
+    pub fn due(&self, limit: usize) -> ChunkResult<Vec<QueuedUpload>> {
+        let now = unix_now_ms();
+        let mut due = Vec::new();
+        self.kv.scan(Cf::Upload, &[], &[], &mut |k, v| {
+            match UploadEntry::decode(v) {
+                Ok(entry) if entry.not_before <= now => due.push((k.to_vec(), entry)),
+                Ok(_) => {}
+                Err(_) => warn!(key = %hex_prefix(k), "malformed upload queue entry skipped"),
+            }
+            due.len() < limit
+        })?;
+        let mut out = Vec::with_capacity(due.len());
+        for (key, entry) in due {
+            match self.task_of(&key) {
+                Ok(task) => out.push(QueuedUpload { key, task, entry }),
+                Err(e) => warn!(key = %hex_prefix(&key), error = %e, "upload queue entry skipped"),
+            }
+        }
+        Ok(out)
+    }
+
+    fn task_of(&self, key: &[u8]) -> ChunkResult<UploadTask> {
+        Ok(match queue::parse_key(key)? {
+            queue::Key::Place(chunk) => UploadTask::Place { chunk },
+            queue::Key::Drop(shard, number) => UploadTask::Drop {
+                shard,
+                peer: self
+                    .peers
+                    .identity(number)?
+                    .ok_or(ChunkError::Corrupt("upload queue names an unknown peer"))?,
+            },
+        })
+    }
+
+    /// Entries in the queue (due or not).
+    pub fn len(&self) -> ChunkResult<u64> {
+        let mut n = 0u64;
+        self.kv.scan(Cf::Upload, &[], &[], &mut |_, _| {
+            n += 1;
+            true
+        })?;
+        Ok(n)
+    }
+
+    /// Is the queue empty?
+    pub fn is_empty(&self) -> ChunkResult<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    /// The local shards of chunk `chunk`, verified against their addresses,
+    /// or None when the chunk is gone. A bad local shard is an error: the
+    /// read path repairs the chunk, and the entry is retried later.
+    pub fn shards_to_place(&self, chunk: &ChunkId) -> ChunkResult<Option<Vec<ShardToPlace>>> {
+        let Some(entry) = self.chunks.table().get(chunk)? else {
+            return Ok(None);
+        };
+        let m = &entry.manifest;
+        let s = m.shard_len as usize;
+        let total = m.shard_ids.len();
+        let fetched = self.chunks.local().get(
+            &entry.at(),
+            s,
+            0..total,
+            Vec::new(),
+            Instant::now() + std::time::Duration::from_secs(60),
+        )?;
+        let mut out = Vec::with_capacity(total);
+        for (i, addr) in m.shard_ids.iter().enumerate() {
+            let index = u16::try_from(i).map_err(|_| ChunkError::Corrupt("manifest"))?;
+            let bytes = fetched.as_ref().and_then(|f| f.shard(i, s));
+            let fault = match bytes {
+                None => Some(ShardFault::Length {
+                    expected: m.shard_len,
+                    got: fetched
+                        .as_ref()
+                        .map_or(0, |f| f.bytes.len().saturating_sub(f.start + i * s).min(s)),
+                }),
+                Some(b) if ShardId::of(b) != *addr => Some(ShardFault::Hash),
+                Some(_) => None,
+            };
+            let (Some(bytes), None) = (bytes, fault) else {
+                return Err(ChunkError::Unreadable {
+                    chunk: *chunk,
+                    source: crate::ces::CesError::CorruptShard {
+                        index,
+                        reason: fault.unwrap_or(ShardFault::Hash),
+                    },
+                });
+            };
+            out.push(ShardToPlace {
+                index,
+                address: *addr,
+                bytes: bytes.to_vec(),
+            });
+        }
+        Ok(Some(out))
+    }
+
+    /// Records that peers now hold the copies in `placed`, and takes the
+    /// chunk off the queue, in one batch. A chunk deleted meanwhile (or a
+    /// copy that is not one of the chunk's shards) gets those copies queued
+    /// for release instead.
+    pub fn record_placement(&self, chunk: &ChunkId, placed: &[Placed]) -> ChunkResult<()> {
+        self.record_holders(chunk, placed, true)
+    }
+
+    /// Records the copies placed so far by a try that failed part-way; the
+    /// chunk stays queued for the rest.
+    pub fn record_partial_placement(&self, chunk: &ChunkId, placed: &[Placed]) -> ChunkResult<()> {
+        if placed.is_empty() {
+            return Ok(());
+        }
+        self.record_holders(chunk, placed, false)
+    }
+
+    fn record_holders(&self, chunk: &ChunkId, placed: &[Placed], done: bool) -> ChunkResult<()> {
+        let table = self.chunks.table();
+        let _records = table.lock();
+        let mut b = Batch::new();
+        let mut new_peers = peers::NewPeers::default();
+        let mut numbered = Vec::with_capacity(placed.len());
+        for p in placed {
+            numbered.push(Holder {
+                shard: p.index,
+                peer: self.peers.number(&mut b, &mut new_peers, &p.peer)?,
+            });
+        }
+        let release = |b: &mut Batch, p: &Placed, h: &Holder| {
+            b.put(
+                Cf::Upload,
+                &queue::drop_key(&p.address, h.peer),
+                &UploadEntry::default().encode(),
+            );
+        };
+        match table.get(chunk)? {
+            Some(mut entry) => {
+                // A copy that is not one of this encoding's shards (which a
+                // repair keeps) is released, and the chunk stays queued.
+                let mut stale = false;
+                for (p, h) in placed.iter().zip(numbered) {
+                    let current =
+                        entry.manifest.shard_ids.get(usize::from(p.index)) == Some(&p.address);
+                    if !current {
+                        stale = true;
+                        release(&mut b, p, &h);
+                    } else if !entry.rec.holders.contains(&h) {
+                        entry.rec.holders.push(h);
+                    }
+                }
+                if done && !stale {
+                    queue::unqueue_place(&mut b, chunk);
+                }
+                table.put(&mut b, chunk, &entry.rec);
+            }
+            None => {
+                // Deleted while its shards travelled: release the copies.
+                if done {
+                    queue::unqueue_place(&mut b, chunk);
+                }
+                for (p, h) in placed.iter().zip(&numbered) {
+                    release(&mut b, p, h);
+                }
+            }
+        }
+        self.kv.write(b, false)?;
+        Ok(())
+    }
+
+    /// Takes a release entry off the queue once the peer confirmed it.
+    pub fn record_dropped(&self, queued: &QueuedUpload) -> ChunkResult<()> {
+        let mut b = Batch::new();
+        b.delete(Cf::Upload, &queued.key);
+        self.kv.write(b, false)?;
+        Ok(())
+    }
+
+    /// Puts a failed entry back with exponential back-off (1 s, 2 s, 4 s...
+    /// up to an hour).
+    pub fn failed(&self, queued: &QueuedUpload) -> ChunkResult<()> {
+        let _records = self.chunks.table().lock();
+        // Gone meanwhile (placed by another try, or its chunk deleted).
+        if self.kv.get(Cf::Upload, &queued.key)?.is_none() {
+            return Ok(());
+        }
+        let attempts = queued.entry.attempts.saturating_add(1);
+        let wait = 1u64
+            .checked_shl(attempts.saturating_sub(1).min(31))
+            .unwrap_or(MAX_BACKOFF_SECS)
+            .min(MAX_BACKOFF_SECS);
+        let entry = UploadEntry {
+            attempts,
+            not_before: unix_now_ms().saturating_add(wait.saturating_mul(1000)),
+        };
+        let mut b = Batch::new();
+        b.put(Cf::Upload, &queued.key, &entry.encode());
+        self.kv.write(b, false)?;
+        Ok(())
+    }
+
+    /// The remote holders of chunk `chunk` (shard index, peer).
+    pub fn holders(&self, chunk: &ChunkId) -> ChunkResult<Vec<(u16, PeerId)>> {
+        let Some(rec) = self.chunks.table().record(chunk)? else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::with_capacity(rec.holders.len());
+        for h in rec.holders {
+            let id = self
+                .peers
+                .identity(h.peer)?
+                .ok_or(ChunkError::Corrupt("chunk record names an unknown peer"))?;
+            out.push((h.shard, id));
+        }
+        Ok(out)
+    }
+}

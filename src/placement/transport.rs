@@ -1,0 +1,56 @@
+//! The transport seam: how shards reach peers. The network layer
+//! implements it; tests use peers in memory.
+
+use thiserror::Error;
+
+use super::peers::PeerId;
+use crate::ces::ShardId;
+
+/// A shard to place: its index in the chunk, its address and bytes.
+#[derive(Debug, Clone)]
+pub struct ShardToPlace {
+    pub index: u16,
+    pub address: ShardId,
+    pub bytes: Vec<u8>,
+}
+
+/// A shard copy a peer now holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placed {
+    pub index: u16,
+    pub address: ShardId,
+    pub peer: PeerId,
+}
+
+/// Why one shard was not placed (or one copy not released).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum PlaceError {
+    /// No peer is available for it (none known, or all excluded).
+    #[error("no peer can take the shard")]
+    NoPeer,
+    /// The peer did not answer in time, or is not connected.
+    #[error("peer {0} is down or did not answer in time")]
+    PeerDown(PeerId),
+    /// The peer has no room (its quota).
+    #[error("peer {0} is full")]
+    Full(PeerId),
+    /// The peer refused the request (not a member, banned, bad request).
+    #[error("peer {peer} refused: {reason}")]
+    Refused { peer: PeerId, reason: &'static str },
+    /// The peer answered with bytes that are not the shard.
+    #[error("peer {0} answered with a wrong shard")]
+    Corrupt(PeerId),
+}
+
+/// Where shards go: the transport to peers.
+pub trait ShardTransport: Send + Sync {
+    /// Stores a copy of each of `shards` (the shards of one chunk still
+    /// unplaced) on peers, spread over distinct peers where there are
+    /// enough and on none of `avoid` if possible (they hold other shards of
+    /// the chunk already). May run the puts concurrently. Returns one
+    /// result per shard, in order: the peer that now holds it, or why not.
+    fn place(&self, shards: &[ShardToPlace], avoid: &[PeerId]) -> Vec<Result<PeerId, PlaceError>>;
+
+    /// Asks `peer` to delete its copy of the shard at `address`.
+    fn release(&self, peer: &PeerId, address: &ShardId) -> Result<(), PlaceError>;
+}
