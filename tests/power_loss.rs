@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use pangea::ces::{Ces, CompressionPolicy, MasterKey, ShardParams};
-use pangea::fs::{Ctx, Fs, FsConfig, ROOT_INO, RenameFlags, SetAttr};
+use pangea::fs::{Ctx, Fs, FsConfig, Ino, ROOT_INO, RenameFlags, SetAttr};
 use pangea::store::SimDisk;
 use pangea::store::sim::Rng;
 
@@ -55,7 +55,7 @@ struct ModelFile {
     versions: Vec<Vec<u8>>,
     /// Versions before this one may not come back (fsynced at it).
     floor: usize,
-    ino: u64,
+    ino: Ino,
     fh: Option<u64>,
 }
 
@@ -165,7 +165,7 @@ fn step(fs: &Fs, m: &mut Model, rng: &mut Rng, names: &[String]) -> Result<(), S
         m.files.push(ModelFile {
             versions: vec![Vec::new()],
             floor: 0,
-            ino: 0,
+            ino: Ino(0),
             fh: None,
         });
         let f = m.files.len() - 1;

@@ -15,7 +15,7 @@ use fuser::{
     ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use pangea::fs::xattr::{XattrMode, XattrReply};
-use pangea::fs::{Ctx, FileKind, Fs, FsError, Inode, SetAttr, SetTime, Time};
+use pangea::fs::{Ctx, FileKind, Fs, FsError, Ino, Inode, SetAttr, SetTime, Time};
 use tracing::{debug, warn};
 
 /// How long the kernel may cache what the daemon tells it (`-o
@@ -215,7 +215,7 @@ fn kind(k: FileKind) -> FileType {
 
 fn attr(i: &Inode) -> FileAttr {
     FileAttr {
-        ino: INodeNo(i.ino),
+        ino: INodeNo(i.ino.0),
         size: i.size,
         blocks: i.blocks(),
         atime: i.atime.to_system(),
@@ -306,7 +306,7 @@ impl Filesystem for FuseFs {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        if let Err(e) = self.fs.forget(ino.0, nlookup) {
+        if let Err(e) = self.fs.forget(Ino(ino.0), nlookup) {
             warn!(ino = ino.0, error = %e, "forget failed; the orphan is deleted at the next mount");
         }
     }
@@ -319,7 +319,7 @@ impl Filesystem for FuseFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        match self.fs.lookup(parent.0, name.as_bytes()) {
+        match self.fs.lookup(Ino(parent.0), name.as_bytes()) {
             // A negative entry (inode 0): the kernel caches the miss for
             // the negative lifetime, so a program that stats a name before
             // creating or renaming onto it (rsync, editors, make) asks
@@ -336,7 +336,7 @@ impl Filesystem for FuseFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.fs.getattr(ino.0) {
+        match self.fs.getattr(Ino(ino.0)) {
             Ok(i) => reply.attr(&self.ttl.attr, &attr(&i)),
             Err(e) => reply.error(errno(&e)),
         }
@@ -369,14 +369,14 @@ impl Filesystem for FuseFs {
             mtime: mtime.map(set_time),
             ctime: ctime.map(Time::from_system),
         };
-        match self.fs.setattr(&ctx(req), ino.0, &set) {
+        match self.fs.setattr(&ctx(req), Ino(ino.0), &set) {
             Ok(i) => reply.attr(&self.ttl.attr, &attr(&i)),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        match self.fs.readlink(ino.0) {
+        match self.fs.readlink(Ino(ino.0)) {
             Ok(t) => reply.data(&t),
             Err(e) => reply.error(errno(&e)),
         }
@@ -394,8 +394,13 @@ impl Filesystem for FuseFs {
     ) {
         self.entry(
             reply,
-            self.fs
-                .mknod(&ctx(req), parent.0, name.as_bytes(), mode & !umask, rdev),
+            self.fs.mknod(
+                &ctx(req),
+                Ino(parent.0),
+                name.as_bytes(),
+                mode & !umask,
+                rdev,
+            ),
         );
     }
 
@@ -411,16 +416,16 @@ impl Filesystem for FuseFs {
         self.entry(
             reply,
             self.fs
-                .mkdir(&ctx(req), parent.0, name.as_bytes(), mode & !umask),
+                .mkdir(&ctx(req), Ino(parent.0), name.as_bytes(), mode & !umask),
         );
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        empty(reply, self.fs.unlink(parent.0, name.as_bytes()));
+        empty(reply, self.fs.unlink(Ino(parent.0), name.as_bytes()));
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        empty(reply, self.fs.rmdir(parent.0, name.as_bytes()));
+        empty(reply, self.fs.rmdir(Ino(parent.0), name.as_bytes()));
     }
 
     fn symlink(
@@ -435,7 +440,7 @@ impl Filesystem for FuseFs {
             reply,
             self.fs.symlink(
                 &ctx(req),
-                parent.0,
+                Ino(parent.0),
                 link_name.as_bytes(),
                 target.as_os_str().as_bytes(),
             ),
@@ -462,9 +467,9 @@ impl Filesystem for FuseFs {
         empty(
             reply,
             self.fs.rename(
-                parent.0,
+                Ino(parent.0),
                 name.as_bytes(),
-                newparent.0,
+                Ino(newparent.0),
                 newname.as_bytes(),
                 f,
             ),
@@ -479,11 +484,15 @@ impl Filesystem for FuseFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        self.entry(reply, self.fs.link(ino.0, newparent.0, newname.as_bytes()));
+        self.entry(
+            reply,
+            self.fs
+                .link(Ino(ino.0), Ino(newparent.0), newname.as_bytes()),
+        );
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.fs.open(ino.0, flags.0 & libc::O_TRUNC != 0) {
+        match self.fs.open(Ino(ino.0), flags.0 & libc::O_TRUNC != 0) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(errno(&e)),
         }
@@ -500,7 +509,7 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.fs.read_data(ino.0, offset, size) {
+        match self.fs.read_data(Ino(ino.0), offset, size) {
             Ok(d) => reply.data(&d),
             Err(e) => reply.error(errno(&e)),
         }
@@ -519,11 +528,11 @@ impl Filesystem for FuseFs {
         reply: ReplyWrite,
     ) {
         if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID)
-            && let Err(e) = self.fs.kill_privs(ino.0)
+            && let Err(e) = self.fs.kill_privs(Ino(ino.0))
         {
             return reply.error(errno(&e));
         }
-        match self.fs.write(ino.0, offset, data) {
+        match self.fs.write(Ino(ino.0), offset, data) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(errno(&e)),
         }
@@ -570,7 +579,7 @@ impl Filesystem for FuseFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        empty(reply, self.fs.fsync(ino.0));
+        empty(reply, self.fs.fsync(Ino(ino.0)));
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -578,7 +587,7 @@ impl Filesystem for FuseFs {
             // Taken by the kernel as "no opendir needed", once for all.
             return reply.error(Errno::ENOSYS);
         }
-        match self.fs.getattr(ino.0) {
+        match self.fs.getattr(Ino(ino.0)) {
             Ok(i) if i.kind == FileKind::Dir => reply.opened(FileHandle(0), FopenFlags::empty()),
             Ok(_) => reply.error(Errno::ENOTDIR),
             Err(e) => reply.error(errno(&e)),
@@ -593,9 +602,9 @@ impl Filesystem for FuseFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let r = self.fs.readdir(ino.0, offset, &mut |e| {
+        let r = self.fs.readdir(Ino(ino.0), offset, &mut |e| {
             !reply.add(
-                INodeNo(e.ino),
+                INodeNo(e.ino.0),
                 e.offset,
                 kind(e.kind),
                 OsStr::from_bytes(&e.name),
@@ -616,7 +625,7 @@ impl Filesystem for FuseFs {
         mut reply: ReplyDirectoryPlus,
     ) {
         let fs = &self.fs;
-        let r = fs.readdir(ino.0, offset, &mut |e| {
+        let r = fs.readdir(Ino(ino.0), offset, &mut |e| {
             let Ok(i) = fs.getattr(e.ino) else {
                 return true;
             };
@@ -627,7 +636,7 @@ impl Filesystem for FuseFs {
                 fs.remember(e.ino);
             }
             let full = reply.add(
-                INodeNo(e.ino),
+                INodeNo(e.ino.0),
                 e.offset,
                 OsStr::from_bytes(&e.name),
                 &self.ttl.both(),
@@ -696,30 +705,31 @@ impl Filesystem for FuseFs {
         empty(
             reply,
             self.fs
-                .setxattr(&ctx(req), ino.0, name.as_bytes(), value, mode),
+                .setxattr(&ctx(req), Ino(ino.0), name.as_bytes(), value, mode),
         );
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         xattr(
             reply,
-            self.fs.getxattr(&ctx(req), ino.0, name.as_bytes(), size),
+            self.fs
+                .getxattr(&ctx(req), Ino(ino.0), name.as_bytes(), size),
         );
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        xattr(reply, self.fs.listxattr(ino.0, size));
+        xattr(reply, self.fs.listxattr(Ino(ino.0), size));
     }
 
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         empty(
             reply,
-            self.fs.removexattr(&ctx(req), ino.0, name.as_bytes()),
+            self.fs.removexattr(&ctx(req), Ino(ino.0), name.as_bytes()),
         );
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
-        empty(reply, self.fs.access(&ctx(req), ino.0, mask.bits()));
+        empty(reply, self.fs.access(&ctx(req), Ino(ino.0), mask.bits()));
     }
 
     fn create(
@@ -734,7 +744,7 @@ impl Filesystem for FuseFs {
     ) {
         match self
             .fs
-            .create(&ctx(req), parent.0, name.as_bytes(), mode & !umask)
+            .create(&ctx(req), Ino(parent.0), name.as_bytes(), mode & !umask)
         {
             Ok((i, fh)) => {
                 self.fs.remember(i.ino);
@@ -760,6 +770,6 @@ impl Filesystem for FuseFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        empty(reply, self.fs.fallocate(ino.0, offset, length, mode));
+        empty(reply, self.fs.fallocate(Ino(ino.0), offset, length, mode));
     }
 }

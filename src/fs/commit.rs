@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use tracing::warn;
 
 use super::open::{OpenFile, lock};
+use super::types::Ino;
 use super::types::{self, ChunkRef, Inode};
 use super::{Fs, FsError, FsResult};
 use crate::cache::Plain;
@@ -38,7 +39,7 @@ impl Fs {
     /// syncing the index's log is enough, whoever wrote the chunks (this
     /// handle, an earlier release, a deduplicated copy). Then the chunk
     /// files that batches now durable unreferenced are deleted.
-    pub fn fsync(&self, ino: u64) -> FsResult<()> {
+    pub fn fsync(&self, ino: Ino) -> FsResult<()> {
         if let Some(s) = self.existing_state(ino) {
             let mut st = lock(&s);
             self.shrink_chunks_of_small_synced_file(ino, &mut st)?;
@@ -60,7 +61,7 @@ impl Fs {
     /// (syncfs, fsyncdir, unmount). Files no longer open have nothing
     /// buffered: their chunk files were durable before their batches.
     pub(super) fn flush_all(&self) -> FsResult<()> {
-        let states: Vec<(u64, Arc<Mutex<OpenFile>>)> = self
+        let states: Vec<(Ino, Arc<Mutex<OpenFile>>)> = self
             .open
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -76,7 +77,7 @@ impl Fs {
 
     /// Encodes and stores every buffered slot of `ino`, and writes its size
     /// and times.
-    pub(super) fn flush_file(&self, ino: u64, st: &mut OpenFile) -> FsResult<()> {
+    pub(super) fn flush_file(&self, ino: Ino, st: &mut OpenFile) -> FsResult<()> {
         self.drain(ino, st, true)?;
         let all: Vec<u64> = st.dirty.keys().copied().collect();
         self.flush_slots(ino, st, &all)?;
@@ -92,7 +93,7 @@ impl Fs {
     }
 
     /// Encodes and stores the given buffered slots.
-    pub(super) fn flush_slots(&self, ino: u64, st: &mut OpenFile, slots: &[u64]) -> FsResult<()> {
+    pub(super) fn flush_slots(&self, ino: Ino, st: &mut OpenFile, slots: &[u64]) -> FsResult<()> {
         if slots.is_empty() {
             return Ok(());
         }
@@ -154,7 +155,7 @@ impl Fs {
     /// Commits the results of finished encoder jobs; with `wait`, waits for
     /// every job of this file first. A failed job puts its data back into
     /// the write buffers and its error is returned.
-    pub(super) fn drain(&self, ino: u64, st: &mut OpenFile, wait: bool) -> FsResult<()> {
+    pub(super) fn drain(&self, ino: Ino, st: &mut OpenFile, wait: bool) -> FsResult<()> {
         if st.pending == 0 {
             return Ok(());
         }
@@ -297,7 +298,7 @@ impl Fs {
     /// is made again.
     pub(super) fn commit(
         &self,
-        ino: u64,
+        ino: Ino,
         st: &mut OpenFile,
         mut prepared: Vec<Prepared>,
     ) -> FsResult<()> {
@@ -328,7 +329,7 @@ impl Fs {
     #[allow(clippy::type_complexity)]
     fn extents_to_drop(
         &self,
-        ino: u64,
+        ino: Ino,
         st: &OpenFile,
     ) -> FsResult<Vec<(Vec<u8>, FsResult<ChunkRef>)>> {
         let mut ranges: Vec<(u64, u64)> = st.holes.clone();
@@ -357,7 +358,7 @@ impl Fs {
     /// One attempt at `commit`, under `ns`.
     fn try_commit(
         &self,
-        ino: u64,
+        ino: Ino,
         st: &mut OpenFile,
         prepared: &mut Vec<Prepared>,
         gone: &[(Vec<u8>, FsResult<ChunkRef>)],

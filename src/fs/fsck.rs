@@ -294,18 +294,18 @@ pub fn fsck(kv: &dyn Kv, chunks: &dyn ChunkStore, repair: bool) -> FsResult<Repo
         };
         let name = k[8..].to_vec();
         by_cookie.insert((parent, d.cookie, name.clone()));
-        match inodes.get(&d.ino) {
+        match inodes.get(&d.ino.0) {
             None => p.push(Problem::DanglingEntry {
                 parent,
                 name: name_of(&k),
-                ino: d.ino,
+                ino: d.ino.0,
             }),
             Some(child) if child.kind != d.kind => p.push(Problem::WrongKind {
                 parent,
                 name: name_of(&k),
             }),
             Some(child) => {
-                *links.entry(d.ino).or_default() += 1;
+                *links.entry(d.ino.0).or_default() += 1;
                 if child.kind == FileKind::Dir {
                     *subdirs.entry(parent).or_default() += 1;
                 }
@@ -350,7 +350,7 @@ pub fn fsck(kv: &dyn Kv, chunks: &dyn ChunkStore, repair: bool) -> FsResult<Repo
     }
     for (ino, inode) in &inodes {
         let named = links.get(ino).copied().unwrap_or(0);
-        if *ino == types::ROOT_INO {
+        if *ino == types::ROOT_INO.0 {
             let want = 2 + subdirs.get(ino).copied().unwrap_or(0);
             if inode.nlink != want {
                 p.push(Problem::LinkCount {

@@ -5,6 +5,7 @@
 
 use tracing::{debug, info, warn};
 
+use super::types::Ino;
 use super::{Fs, FsResult};
 use crate::chunks::FileId;
 use crate::store::{Batch, Cf};
@@ -117,13 +118,13 @@ impl Fs {
         let mut orphans = Vec::new();
         self.kv.scan(Cf::Orphan, &[], &[], &mut |k, _| {
             if let Ok(k) = <[u8; 8]>::try_from(k) {
-                orphans.push(u64::from_be_bytes(k));
+                orphans.push(Ino(u64::from_be_bytes(k)));
             }
             true
         })?;
         for ino in orphans {
             self.reap(ino)?;
-            debug!(ino, "deleted orphan inode");
+            debug!(%ino, "deleted orphan inode");
         }
         let gc = self.chunks.table().garbage()?;
         self.delete_chunk_files(&gc);

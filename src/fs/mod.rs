@@ -63,7 +63,7 @@ use crate::store::{Batch, Cf, ChunkStore, CountingKv, Kv};
 
 pub use error::{FsError, FsResult};
 pub use read::ReadData;
-pub use types::{FileKind, Inode, NAME_MAX, ROOT_INO, Time};
+pub use types::{FileKind, Ino, Inode, NAME_MAX, ROOT_INO, Time};
 pub use write::SYNCED_CHUNK_SIZE;
 
 /// Tunables of the filesystem core.
@@ -199,7 +199,7 @@ pub struct StatFs {
 /// One readdir entry.
 #[derive(Debug, Clone)]
 pub struct DirEntry {
-    pub ino: u64,
+    pub ino: Ino,
     /// Offset to pass to continue after this entry.
     pub offset: u64,
     pub kind: FileKind,
@@ -219,9 +219,9 @@ pub struct Fs {
     ns: Arc<NsLock>,
     next_ino: AtomicU64,
     /// Per-inode state of open files.
-    open: Mutex<HashMap<u64, open::OpenEntry>>,
+    open: Mutex<HashMap<Ino, open::OpenEntry>>,
     /// File handle → inode.
-    handles: Mutex<HashMap<u64, u64>>,
+    handles: Mutex<HashMap<u64, Ino>>,
     next_fh: AtomicU64,
     /// Bytes held in write buffers across all files (see `buffers`).
     dirty_total: Arc<AtomicU64>,
@@ -231,7 +231,7 @@ pub struct Fs {
     /// `remember`/`forget`). An inode unlinked while the kernel still knows
     /// it stays, as an orphan, until forgotten: an open(2) that resolved the
     /// name just before a rename or unlink must still find it.
-    lookups: Mutex<HashMap<u64, u64>>,
+    lookups: Mutex<HashMap<Ino, u64>>,
     /// The write path's own counters.
     stats: Counters,
 }
@@ -327,7 +327,7 @@ impl Fs {
                     .try_into()
                     .map_err(|_| FsError::Corrupt("next_ino"))?,
             ),
-            None => types::ROOT_INO + 1,
+            None => types::ROOT_INO.0 + 1,
         };
         let chunks = Arc::new(Chunks::new(
             kv.clone(),
@@ -449,14 +449,14 @@ impl Fs {
         }
     }
 
-    fn alloc_ino(&self, batch: &mut Batch) -> u64 {
+    fn alloc_ino(&self, batch: &mut Batch) -> Ino {
         let ino = self.next_ino.fetch_add(1, Ordering::SeqCst);
         batch.put(Cf::Meta, META_NEXT_INO, &(ino + 1).to_le_bytes());
-        ino
+        Ino(ino)
     }
 
     /// The stored inode (without the overlay of unflushed writes).
-    fn load(&self, ino: u64) -> FsResult<Inode> {
+    fn load(&self, ino: Ino) -> FsResult<Inode> {
         match self.kv.get(Cf::Inode, &types::ino_key(ino))? {
             Some(v) => Inode::decode(&v),
             None => Err(FsError::NotFound),

@@ -3,6 +3,7 @@
 
 use nix::libc;
 
+use super::types::Ino;
 use super::types::{self, Dentry, FileKind, Inode, Time, check_name};
 use super::{Ctx, DirEntry, Fs, FsError, FsResult, RenameFlags, SetAttr, SetTime};
 use crate::chunks::FileId;
@@ -16,14 +17,14 @@ const S_ISGID: u16 = 0o2000;
 const S_IXGRP: u16 = 0o010;
 
 impl Fs {
-    fn dentry(&self, parent: u64, name: &[u8]) -> FsResult<Option<Dentry>> {
+    fn dentry(&self, parent: Ino, name: &[u8]) -> FsResult<Option<Dentry>> {
         match self.kv.get(Cf::Dentry, &types::dentry_key(parent, name))? {
             Some(v) => Ok(Some(Dentry::decode(&v)?)),
             None => Ok(None),
         }
     }
 
-    fn load_dir(&self, ino: u64) -> FsResult<Inode> {
+    fn load_dir(&self, ino: Ino) -> FsResult<Inode> {
         let dir = self.load(ino)?;
         if dir.kind != FileKind::Dir {
             return Err(FsError::NotDir);
@@ -32,7 +33,7 @@ impl Fs {
     }
 
     /// The attributes of `ino`, including writes not yet flushed.
-    pub fn getattr(&self, ino: u64) -> FsResult<Inode> {
+    pub fn getattr(&self, ino: Ino) -> FsResult<Inode> {
         // Pending attributes first: see `pending_attrs`.
         let pending = self.pending_attrs(ino);
         let mut inode = self.load(ino)?;
@@ -41,7 +42,7 @@ impl Fs {
     }
 
     /// Looks `name` up in `parent`.
-    pub fn lookup(&self, parent: u64, name: &[u8]) -> FsResult<Inode> {
+    pub fn lookup(&self, parent: Ino, name: &[u8]) -> FsResult<Inode> {
         if name.len() > types::NAME_MAX {
             return Err(FsError::NameTooLong);
         }
@@ -76,7 +77,7 @@ impl Fs {
         );
     }
 
-    fn remove_entry(&self, b: &mut Batch, dir: u64, name: &[u8], d: &Dentry) {
+    fn remove_entry(&self, b: &mut Batch, dir: Ino, name: &[u8], d: &Dentry) {
         b.delete(Cf::Dentry, &types::dentry_key(dir, name));
         b.delete(Cf::DirPos, &types::dirpos_key(dir, d.cookie));
     }
@@ -87,7 +88,7 @@ impl Fs {
     fn make_node(
         &self,
         ctx: &Ctx,
-        parent: u64,
+        parent: Ino,
         name: &[u8],
         kind: FileKind,
         mode: u32,
@@ -164,7 +165,7 @@ impl Fs {
     pub fn mknod(
         &self,
         ctx: &Ctx,
-        parent: u64,
+        parent: Ino,
         name: &[u8],
         mode: u32,
         rdev: u32,
@@ -176,11 +177,11 @@ impl Fs {
         self.make_node(ctx, parent, name, kind, mode, rdev, Vec::new())
     }
 
-    pub fn mkdir(&self, ctx: &Ctx, parent: u64, name: &[u8], mode: u32) -> FsResult<Inode> {
+    pub fn mkdir(&self, ctx: &Ctx, parent: Ino, name: &[u8], mode: u32) -> FsResult<Inode> {
         self.make_node(ctx, parent, name, FileKind::Dir, mode, 0, Vec::new())
     }
 
-    pub fn symlink(&self, ctx: &Ctx, parent: u64, name: &[u8], target: &[u8]) -> FsResult<Inode> {
+    pub fn symlink(&self, ctx: &Ctx, parent: Ino, name: &[u8], target: &[u8]) -> FsResult<Inode> {
         if target.is_empty() {
             return Err(FsError::NotFound);
         }
@@ -198,7 +199,7 @@ impl Fs {
         )
     }
 
-    pub fn readlink(&self, ino: u64) -> FsResult<Vec<u8>> {
+    pub fn readlink(&self, ino: Ino) -> FsResult<Vec<u8>> {
         let inode = self.load(ino)?;
         if inode.kind != FileKind::Symlink {
             return Err(FsError::Invalid);
@@ -207,7 +208,7 @@ impl Fs {
     }
 
     /// A new hard link `newparent/newname` to `ino`.
-    pub fn link(&self, ino: u64, newparent: u64, newname: &[u8]) -> FsResult<Inode> {
+    pub fn link(&self, ino: Ino, newparent: Ino, newname: &[u8]) -> FsResult<Inode> {
         check_name(newname)?;
         let _g = self.lock_ns();
         let mut inode = self.load(ino)?;
@@ -248,7 +249,7 @@ impl Fs {
         b: &mut Batch,
         inode: &mut Inode,
         now: Time,
-    ) -> FsResult<(Vec<FileId>, Option<u64>)> {
+    ) -> FsResult<(Vec<FileId>, Option<Ino>)> {
         if inode.kind == FileKind::Dir {
             inode.nlink = 0;
         } else {
@@ -274,7 +275,7 @@ impl Fs {
     /// The kernel took one more reference to `ino` (a reply carrying its
     /// entry: lookup, create, mkdir, mknod, symlink, link, readdirplus).
     /// Call it before replying, so that the matching `forget` comes after.
-    pub fn remember(&self, ino: u64) {
+    pub fn remember(&self, ino: Ino) {
         if ino != types::ROOT_INO {
             let mut l = self.lookups.lock().unwrap_or_else(|p| p.into_inner());
             *l.entry(ino).or_default() += 1;
@@ -282,7 +283,7 @@ impl Fs {
     }
 
     /// Does the kernel hold a reference to `ino`?
-    pub(super) fn is_known(&self, ino: u64) -> bool {
+    pub(super) fn is_known(&self, ino: Ino) -> bool {
         self.lookups
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -291,7 +292,7 @@ impl Fs {
 
     /// FUSE forget: the kernel dropped `n` references to `ino`. When none
     /// is left, an unlinked inode that is not open is deleted.
-    pub fn forget(&self, ino: u64, n: u64) -> FsResult<()> {
+    pub fn forget(&self, ino: Ino, n: u64) -> FsResult<()> {
         {
             let mut l = self.lookups.lock().unwrap_or_else(|p| p.into_inner());
             match l.get_mut(&ino) {
@@ -318,7 +319,7 @@ impl Fs {
     /// `REAP_STEP` extents, and each is one consistent batch (the inode
     /// stays an orphan until its last step, so a crash midway resumes at
     /// the next mount). Does nothing if `ino` is not such an inode.
-    pub(super) fn reap(&self, ino: u64) -> FsResult<()> {
+    pub(super) fn reap(&self, ino: Ino) -> FsResult<()> {
         loop {
             let (dead, done) = {
                 let _g = self.lock_ns();
@@ -343,7 +344,7 @@ impl Fs {
 
     /// Deletes the first `REAP_STEP` extents of `ino` inside `b`, with their
     /// chunk references; returns the chunk files to delete after `b`.
-    fn delete_extents_step(&self, b: &mut Batch, ino: u64) -> FsResult<Vec<FileId>> {
+    fn delete_extents_step(&self, b: &mut Batch, ino: Ino) -> FsResult<Vec<FileId>> {
         let mut ids = Vec::new();
         let mut n = 0;
         self.kv
@@ -370,7 +371,7 @@ impl Fs {
     /// Removes an inode, its extents, xattrs and chunk references inside
     /// `b`, if that is a bounded step (at most `REAP_STEP` extents and
     /// xattrs); None (and `b` unchanged) if it has more.
-    pub(super) fn delete_inode(&self, b: &mut Batch, ino: u64) -> FsResult<Option<Vec<FileId>>> {
+    pub(super) fn delete_inode(&self, b: &mut Batch, ino: Ino) -> FsResult<Option<Vec<FileId>>> {
         let prefix = types::ino_key(ino);
         let mut ids = Vec::new();
         let mut ekeys = Vec::new();
@@ -403,15 +404,15 @@ impl Fs {
         self.release_chunks(b, &ids).map(Some)
     }
 
-    pub fn unlink(&self, parent: u64, name: &[u8]) -> FsResult<()> {
+    pub fn unlink(&self, parent: Ino, name: &[u8]) -> FsResult<()> {
         self.remove(parent, name, false)
     }
 
-    pub fn rmdir(&self, parent: u64, name: &[u8]) -> FsResult<()> {
+    pub fn rmdir(&self, parent: Ino, name: &[u8]) -> FsResult<()> {
         self.remove(parent, name, true)
     }
 
-    fn dir_is_empty(&self, ino: u64) -> FsResult<bool> {
+    fn dir_is_empty(&self, ino: Ino) -> FsResult<bool> {
         let mut empty = true;
         self.kv
             .scan(Cf::Dentry, &types::ino_key(ino), &[], &mut |_, _| {
@@ -421,7 +422,7 @@ impl Fs {
         Ok(empty)
     }
 
-    fn remove(&self, parent: u64, name: &[u8], dir_wanted: bool) -> FsResult<()> {
+    fn remove(&self, parent: Ino, name: &[u8], dir_wanted: bool) -> FsResult<()> {
         if name.len() > types::NAME_MAX {
             return Err(FsError::NameTooLong);
         }
@@ -463,7 +464,7 @@ impl Fs {
     }
 
     /// Is `ancestor` on the path from `dir` up to the root?
-    fn is_ancestor(&self, ancestor: u64, mut dir: u64) -> FsResult<bool> {
+    fn is_ancestor(&self, ancestor: Ino, mut dir: Ino) -> FsResult<bool> {
         for _ in 0..100_000 {
             if dir == ancestor {
                 return Ok(true);
@@ -478,9 +479,9 @@ impl Fs {
 
     pub fn rename(
         &self,
-        parent: u64,
+        parent: Ino,
         name: &[u8],
-        newparent: u64,
+        newparent: Ino,
         newname: &[u8],
         flags: RenameFlags,
     ) -> FsResult<()> {
@@ -649,7 +650,7 @@ impl Fs {
     /// index: a directory is never loaded whole.
     pub fn readdir(
         &self,
-        ino: u64,
+        ino: Ino,
         offset: u64,
         emit: &mut dyn FnMut(DirEntry) -> bool,
     ) -> FsResult<()> {
@@ -702,7 +703,7 @@ impl Fs {
     }
 
     /// setattr: mode, owner, size, times.
-    pub fn setattr(&self, ctx: &Ctx, ino: u64, attr: &SetAttr) -> FsResult<Inode> {
+    pub fn setattr(&self, ctx: &Ctx, ino: Ino, attr: &SetAttr) -> FsResult<Inode> {
         if let Some(size) = attr.size {
             self.truncate(ino, size)?;
         }
@@ -770,7 +771,7 @@ impl Fs {
 
     /// access(2) against the mode bits (the kernel does this itself under
     /// `default_permissions`; this serves callers without it).
-    pub fn access(&self, ctx: &Ctx, ino: u64, mask: i32) -> FsResult<()> {
+    pub fn access(&self, ctx: &Ctx, ino: Ino, mask: i32) -> FsResult<()> {
         let inode = self.load(ino)?;
         if mask == libc::F_OK {
             return Ok(());

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tracing::warn;
 
 use super::buffers::Buffers;
+use super::types::Ino;
 use super::types::{ChunkRef, FileKind, Inode, Time};
 use super::{Fs, FsError, FsResult};
 use crate::cache::Plain;
@@ -203,7 +204,7 @@ pub(super) fn lock(m: &Mutex<OpenFile>) -> MutexGuard<'_, OpenFile> {
 }
 
 impl Fs {
-    pub(super) fn state(&self, ino: u64) -> Arc<Mutex<OpenFile>> {
+    pub(super) fn state(&self, ino: Ino) -> Arc<Mutex<OpenFile>> {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         open.entry(ino)
             .or_insert_with(|| new_entry(&self.dirty_total))
@@ -217,7 +218,7 @@ impl Fs {
     /// result. If that release removed the entry meanwhile, the open counts
     /// on a new one (never on the removed entry, where the count would be
     /// lost).
-    pub(super) fn count_open(&self, ino: u64) {
+    pub(super) fn count_open(&self, ino: Ino) {
         loop {
             let s = self.state(ino);
             let st = lock(&s);
@@ -229,11 +230,11 @@ impl Fs {
         }
     }
 
-    pub(super) fn existing_state(&self, ino: u64) -> Option<Arc<Mutex<OpenFile>>> {
+    pub(super) fn existing_state(&self, ino: Ino) -> Option<Arc<Mutex<OpenFile>>> {
         self.entry(ino).map(|e| e.state)
     }
 
-    pub(super) fn entry(&self, ino: u64) -> Option<OpenEntry> {
+    pub(super) fn entry(&self, ino: Ino) -> Option<OpenEntry> {
         self.open
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -242,7 +243,7 @@ impl Fs {
     }
 
     /// Is `ino` open? Takes no file lock (callable under `ns`).
-    pub(super) fn is_open(&self, ino: u64) -> bool {
+    pub(super) fn is_open(&self, ino: Ino) -> bool {
         self.entry(ino).is_some_and(|e| pending(&e.attrs).opens > 0)
     }
 
@@ -256,7 +257,7 @@ impl Fs {
     /// The pending size, mtime and ctime of `ino`. Take them *before*
     /// loading the inode when not holding `ns`: a commit stores them and
     /// then clears them, so this order never misses both.
-    pub(super) fn pending_attrs(&self, ino: u64) -> (Option<u64>, Option<Time>, Option<Time>) {
+    pub(super) fn pending_attrs(&self, ino: Ino) -> (Option<u64>, Option<Time>, Option<Time>) {
         match self.entry(ino) {
             Some(e) => {
                 let a = pending(&e.attrs);
@@ -267,7 +268,7 @@ impl Fs {
     }
 
     /// setattr wrote times: pending ones from writes must not override them.
-    pub(super) fn set_overlay_times(&self, ino: u64, mtime: Time, ctime: Time) {
+    pub(super) fn set_overlay_times(&self, ino: Ino, mtime: Time, ctime: Time) {
         if let Some(e) = self.entry(ino) {
             let mut a = pending(&e.attrs);
             if a.mtime.is_some() {
@@ -280,7 +281,7 @@ impl Fs {
     }
 
     /// Opens `ino`; returns a file handle.
-    pub fn open(&self, ino: u64, truncate: bool) -> FsResult<u64> {
+    pub fn open(&self, ino: Ino, truncate: bool) -> FsResult<u64> {
         let inode = self.load(ino)?;
         if inode.kind == FileKind::File {
             self.count_open(ino);
@@ -300,7 +301,7 @@ impl Fs {
     pub fn create(
         &self,
         ctx: &super::Ctx,
-        parent: u64,
+        parent: Ino,
         name: &[u8],
         mode: u32,
     ) -> FsResult<(Inode, u64)> {
@@ -309,7 +310,7 @@ impl Fs {
         Ok((inode, fh))
     }
 
-    pub(super) fn handle_ino(&self, fh: u64) -> FsResult<u64> {
+    pub(super) fn handle_ino(&self, fh: u64) -> FsResult<Ino> {
         self.handles
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -375,7 +376,7 @@ impl Fs {
         if let Err(e) = &flushed {
             // close(2) already reported this error (flush runs first); the
             // buffers cannot outlive the last handle.
-            warn!(ino, error = %e, "data of a closed file could not be stored and is dropped");
+            warn!(%ino, error = %e, "data of a closed file could not be stored and is dropped");
         }
         st.dirty.take_all();
         drop(st);
@@ -385,7 +386,7 @@ impl Fs {
         flushed
     }
 
-    pub(super) fn forget_if_closed(&self, ino: u64) {
+    pub(super) fn forget_if_closed(&self, ino: Ino) {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let idle = open.get(&ino).is_some_and(|s| {
             s.state.try_lock().is_ok_and(|st| {

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::open::{OpenFile, lock};
+use super::types::Ino;
 use super::types::{self, ChunkRef, FileKind};
 use super::{Fs, FsError, FsResult};
 use crate::cache::Plain;
@@ -42,7 +43,7 @@ impl std::ops::Deref for ReadData {
 }
 
 impl Fs {
-    pub(super) fn extent(&self, ino: u64, index: u64) -> FsResult<Option<ChunkRef>> {
+    pub(super) fn extent(&self, ino: Ino, index: u64) -> FsResult<Option<ChunkRef>> {
         match self.kv.get(Cf::Extent, &types::extent_key(ino, index))? {
             Some(v) => Ok(Some(ChunkRef::decode(&v)?)),
             None => Ok(None),
@@ -52,7 +53,7 @@ impl Fs {
     /// What slot `index` of an open file holds under its buffers: the
     /// stored chunk, or nothing if the slot is a hole or about to be
     /// dropped.
-    pub(super) fn slot_base(&self, ino: u64, st: &OpenFile, index: u64) -> FsResult<Plain> {
+    pub(super) fn slot_base(&self, ino: Ino, st: &OpenFile, index: u64) -> FsResult<Plain> {
         if st.dropped(index) {
             return Ok(Arc::new(Vec::new()));
         }
@@ -60,7 +61,7 @@ impl Fs {
     }
 
     /// The stored plaintext of slot `index` (empty for a hole).
-    pub(super) fn stored_slot(&self, ino: u64, index: u64) -> FsResult<Plain> {
+    pub(super) fn stored_slot(&self, ino: Ino, index: u64) -> FsResult<Plain> {
         match self.extent(ino, index)? {
             Some(r) => self.load_chunk(&r),
             None => Ok(Arc::new(Vec::new())),
@@ -68,13 +69,13 @@ impl Fs {
     }
 
     /// Reads `size` bytes at `offset`.
-    pub fn read(&self, ino: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+    pub fn read(&self, ino: Ino, offset: u64, size: u32) -> FsResult<Vec<u8>> {
         self.read_data(ino, offset, size).map(ReadData::into_vec)
     }
 
     /// `read` without a copy when the bytes lie in one cached chunk: the
     /// result then shares the chunk's buffer.
-    pub fn read_data(&self, ino: u64, offset: u64, size: u32) -> FsResult<ReadData> {
+    pub fn read_data(&self, ino: Ino, offset: u64, size: u32) -> FsResult<ReadData> {
         let state = self.existing_state(ino);
         let mut guard = state.as_ref().map(|s| lock(s));
         self.read_in(ino, guard.as_deref_mut(), offset, u64::from(size))
@@ -83,7 +84,7 @@ impl Fs {
     /// `read` with the file's state already locked (or not open).
     pub(super) fn read_in(
         &self,
-        ino: u64,
+        ino: Ino,
         mut guard: Option<&mut OpenFile>,
         offset: u64,
         size: u64,
@@ -211,7 +212,7 @@ impl Fs {
     /// Queues the decode of slot `index` of `ino` into the cache, if it is
     /// stored and not cached; never waits. False when the pools are busy
     /// (nothing queued).
-    fn read_ahead(&self, ino: u64, index: u64) -> bool {
+    fn read_ahead(&self, ino: Ino, index: u64) -> bool {
         match self.extent(ino, index) {
             Ok(Some(r)) => self.chunks.read_ahead(&r.id),
             _ => true, // a hole, or unreadable: nothing to decode ahead

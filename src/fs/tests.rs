@@ -64,7 +64,7 @@ fn chunk_files(t: &T) -> usize {
     n
 }
 
-fn names(fs: &Fs, dir: u64) -> Vec<String> {
+fn names(fs: &Fs, dir: Ino) -> Vec<String> {
     let mut out = Vec::new();
     fs.readdir(dir, 0, &mut |e| {
         out.push(String::from_utf8_lossy(&e.name).into_owned());
@@ -586,7 +586,7 @@ fn a_repair_rebuilds_only_the_bad_shards_under_the_same_manifest() {
 
 /// Reads open file `ino` front to back in `step`-byte requests, as the
 /// kernel does for a sequential reader.
-fn read_sequentially(fs: &Fs, ino: u64, len: usize, step: usize) -> Vec<u8> {
+fn read_sequentially(fs: &Fs, ino: Ino, len: usize, step: usize) -> Vec<u8> {
     let mut out = Vec::new();
     while out.len() < len {
         let got = fs.read(ino, out.len() as u64, step as u32).unwrap();

@@ -36,14 +36,14 @@ fn open(disk: &SimDisk) -> Fs {
     open_with(disk, cfg())
 }
 
-fn create(fs: &Fs, name: &str) -> (u64, u64) {
+fn create(fs: &Fs, name: &str) -> (Ino, u64) {
     let (inode, fh) = fs
         .create(&Ctx::ROOT, ROOT_INO, name.as_bytes(), 0o644)
         .unwrap();
     (inode.ino, fh)
 }
 
-fn write_all(fs: &Fs, ino: u64, data: &[u8]) {
+fn write_all(fs: &Fs, ino: Ino, data: &[u8]) {
     for (i, piece) in data.chunks(128 * 1024).enumerate() {
         fs.write(ino, (i * 128 * 1024) as u64, piece).unwrap();
     }

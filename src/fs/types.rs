@@ -7,7 +7,7 @@ use super::error::{FsError, FsResult};
 use crate::ces::ChunkId;
 
 /// Inode number of the root directory.
-pub const ROOT_INO: u64 = 1;
+pub const ROOT_INO: Ino = Ino(1);
 /// Longest name in a directory, in bytes.
 pub const NAME_MAX: usize = 255;
 /// Default size of a file's chunks.
@@ -126,10 +126,23 @@ impl Time {
     }
 }
 
+/// An inode number. Displays as the number.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct Ino(pub u64);
+
+impl std::fmt::Display for Ino {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.0, f)
+    }
+}
+
 /// An inode: the attributes of a file, directory, symlink or special file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Inode {
-    pub ino: u64,
+    pub ino: Ino,
     pub kind: FileKind,
     /// Permission bits incl. setuid, setgid and sticky (mode & 0o7777).
     pub perm: u16,
@@ -147,7 +160,7 @@ pub struct Inode {
     /// Directories: the next readdir cookie to hand out.
     pub next_cookie: u64,
     /// Directories: the parent directory (the root is its own parent).
-    pub parent: u64,
+    pub parent: Ino,
     /// Files: the size of this file's chunks.
     pub chunk_size: u32,
 }
@@ -187,14 +200,14 @@ impl Inode {
 }
 
 /// Big-endian u64 key (sorts numerically).
-pub(crate) fn ino_key(ino: u64) -> [u8; 8] {
-    ino.to_be_bytes()
+pub(crate) fn ino_key(ino: Ino) -> [u8; 8] {
+    ino.0.to_be_bytes()
 }
 
 /// `parent ‖ name`.
-pub(crate) fn dentry_key(parent: u64, name: &[u8]) -> Vec<u8> {
+pub(crate) fn dentry_key(parent: Ino, name: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(8 + name.len());
-    k.extend_from_slice(&parent.to_be_bytes());
+    k.extend_from_slice(&parent.0.to_be_bytes());
     k.extend_from_slice(name);
     k
 }
@@ -202,7 +215,7 @@ pub(crate) fn dentry_key(parent: u64, name: &[u8]) -> Vec<u8> {
 /// A directory entry's value: child, kind, readdir cookie.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Dentry {
-    pub ino: u64,
+    pub ino: Ino,
     pub kind: FileKind,
     pub cookie: u64,
 }
@@ -211,7 +224,7 @@ impl Dentry {
     pub(crate) fn encode(&self) -> [u8; 18] {
         let mut v = [0u8; 18];
         v[0] = RECORD_VERSION;
-        v[1..9].copy_from_slice(&self.ino.to_le_bytes());
+        v[1..9].copy_from_slice(&self.ino.0.to_le_bytes());
         v[9] = self.kind.code();
         v[10..18].copy_from_slice(&self.cookie.to_le_bytes());
         v
@@ -221,7 +234,9 @@ impl Dentry {
         if v.len() != 18 || v[0] != RECORD_VERSION {
             return Err(FsError::Corrupt("dentry"));
         }
-        let ino = u64::from_le_bytes(v[1..9].try_into().map_err(|_| FsError::Corrupt("dentry"))?);
+        let ino = Ino(u64::from_le_bytes(
+            v[1..9].try_into().map_err(|_| FsError::Corrupt("dentry"))?,
+        ));
         let kind = FileKind::from_code(v[9]).ok_or(FsError::Corrupt("dentry kind"))?;
         let cookie = u64::from_le_bytes(
             v[10..18]
@@ -233,22 +248,22 @@ impl Dentry {
 }
 
 /// `parent ‖ cookie` → `ino ‖ kind ‖ name`: readdir order with stable offsets.
-pub(crate) fn dirpos_key(parent: u64, cookie: u64) -> [u8; 16] {
+pub(crate) fn dirpos_key(parent: Ino, cookie: u64) -> [u8; 16] {
     let mut k = [0u8; 16];
-    k[..8].copy_from_slice(&parent.to_be_bytes());
+    k[..8].copy_from_slice(&parent.0.to_be_bytes());
     k[8..].copy_from_slice(&cookie.to_be_bytes());
     k
 }
 
-pub(crate) fn dirpos_value(ino: u64, kind: FileKind, name: &[u8]) -> Vec<u8> {
+pub(crate) fn dirpos_value(ino: Ino, kind: FileKind, name: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(9 + name.len());
-    v.extend_from_slice(&ino.to_le_bytes());
+    v.extend_from_slice(&ino.0.to_le_bytes());
     v.push(kind.code());
     v.extend_from_slice(name);
     v
 }
 
-pub(crate) fn decode_dirpos(key: &[u8], v: &[u8]) -> FsResult<(u64, u64, FileKind, Vec<u8>)> {
+pub(crate) fn decode_dirpos(key: &[u8], v: &[u8]) -> FsResult<(u64, Ino, FileKind, Vec<u8>)> {
     if key.len() != 16 || v.len() < 9 {
         return Err(FsError::Corrupt("dirpos"));
     }
@@ -257,15 +272,17 @@ pub(crate) fn decode_dirpos(key: &[u8], v: &[u8]) -> FsResult<(u64, u64, FileKin
             .try_into()
             .map_err(|_| FsError::Corrupt("dirpos"))?,
     );
-    let ino = u64::from_le_bytes(v[..8].try_into().map_err(|_| FsError::Corrupt("dirpos"))?);
+    let ino = Ino(u64::from_le_bytes(
+        v[..8].try_into().map_err(|_| FsError::Corrupt("dirpos"))?,
+    ));
     let kind = FileKind::from_code(v[8]).ok_or(FsError::Corrupt("dirpos kind"))?;
     Ok((cookie, ino, kind, v[9..].to_vec()))
 }
 
 /// `ino ‖ chunk index`.
-pub(crate) fn extent_key(ino: u64, index: u64) -> [u8; 16] {
+pub(crate) fn extent_key(ino: Ino, index: u64) -> [u8; 16] {
     let mut k = [0u8; 16];
-    k[..8].copy_from_slice(&ino.to_be_bytes());
+    k[..8].copy_from_slice(&ino.0.to_be_bytes());
     k[8..].copy_from_slice(&index.to_be_bytes());
     k
 }
@@ -324,7 +341,7 @@ mod tests {
     #[test]
     fn records_round_trip() {
         let ino = Inode {
-            ino: 7,
+            ino: Ino(7),
             kind: FileKind::Symlink,
             perm: 0o4755,
             uid: 1,
@@ -338,12 +355,12 @@ mod tests {
             rdev: 0,
             target: b"abc".to_vec(),
             next_cookie: 0,
-            parent: 0,
+            parent: Ino(0),
             chunk_size: DEFAULT_CHUNK_SIZE,
         };
         assert_eq!(Inode::decode(&ino.encode()).unwrap(), ino);
         let d = Dentry {
-            ino: 9,
+            ino: Ino(9),
             kind: FileKind::Dir,
             cookie: 4,
         };

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::open::{OpenFile, lock, open_staging};
+use super::types::Ino;
 use super::types::{self, FileKind, Time};
 use super::{Fs, FsError, FsResult};
 use crate::cache::Plain;
@@ -23,7 +24,7 @@ const SMALL_SYNCED_FILE: u64 = 1 << 20;
 
 impl Fs {
     /// Writes `data` at `offset`; returns the bytes written.
-    pub fn write(&self, ino: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
+    pub fn write(&self, ino: Ino, offset: u64, data: &[u8]) -> FsResult<u32> {
         let end = offset
             .checked_add(data.len() as u64)
             .ok_or(FsError::FileTooBig)?;
@@ -112,7 +113,7 @@ impl Fs {
     }
 
     /// Sets the size of `ino` (truncate or extend with zeros).
-    pub(super) fn truncate(&self, ino: u64, size: u64) -> FsResult<()> {
+    pub(super) fn truncate(&self, ino: Ino, size: u64) -> FsResult<()> {
         if size > types::MAX_FILE_SIZE {
             return Err(FsError::FileTooBig);
         }
@@ -161,7 +162,7 @@ impl Fs {
 
     /// fallocate: mode 0 (allocate, may extend) and KEEP_SIZE; PUNCH_HOLE
     /// with KEEP_SIZE zeroes the range. Other modes are not supported.
-    pub fn fallocate(&self, ino: u64, offset: u64, len: u64, mode: i32) -> FsResult<()> {
+    pub fn fallocate(&self, ino: Ino, offset: u64, len: u64, mode: i32) -> FsResult<()> {
         use nix::libc::{FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE};
         let end = offset.checked_add(len).ok_or(FsError::FileTooBig)?;
         if end > types::MAX_FILE_SIZE {
@@ -188,7 +189,7 @@ impl Fs {
     /// buffers (one batch, whatever the range: the work is the extents that
     /// exist, never the range's length); the at most two slots it covers in
     /// part get zeros written.
-    fn punch_hole(&self, ino: u64, offset: u64, end: u64) -> FsResult<()> {
+    fn punch_hole(&self, ino: Ino, offset: u64, end: u64) -> FsResult<()> {
         let (head, tail) = {
             let s = self.state(ino);
             let mut st = lock(&s);
@@ -269,7 +270,7 @@ impl Fs {
     }
 
     /// Encodes and stores the staged slots, a few at a time (bounded memory).
-    pub(super) fn flush_staged(&self, ino: u64, st: &mut OpenFile) -> FsResult<()> {
+    pub(super) fn flush_staged(&self, ino: Ino, st: &mut OpenFile) -> FsResult<()> {
         const BATCH: usize = 8;
         while !st.staged.is_empty() {
             let Some(file) = &st.staging else { break };
@@ -337,7 +338,7 @@ impl Fs {
     /// buffered).
     pub(super) fn shrink_chunks_of_small_synced_file(
         &self,
-        ino: u64,
+        ino: Ino,
         st: &mut OpenFile,
     ) -> FsResult<()> {
         self.drain(ino, st, true)?;

@@ -2,6 +2,7 @@
 //! to 64 KiB, names up to 255 bytes (Linux's limits). `system.` names
 //! (POSIX ACLs) are not supported. Stored under `ino ‖ name`.
 
+use super::types::Ino;
 use super::types::{self, FileKind, Time};
 use super::{Ctx, Fs, FsError, FsResult};
 use crate::store::{Batch, Cf};
@@ -45,7 +46,7 @@ pub(super) fn kill_suid_sgid(perm: u16) -> u16 {
     perm
 }
 
-pub(super) fn key(ino: u64, name: &[u8]) -> Vec<u8> {
+pub(super) fn key(ino: Ino, name: &[u8]) -> Vec<u8> {
     types::dentry_key(ino, name)
 }
 
@@ -90,7 +91,7 @@ impl Fs {
     pub fn setxattr(
         &self,
         ctx: &Ctx,
-        ino: u64,
+        ino: Ino,
         name: &[u8],
         value: &[u8],
         mode: XattrMode,
@@ -116,7 +117,7 @@ impl Fs {
         Ok(())
     }
 
-    pub fn getxattr(&self, ctx: &Ctx, ino: u64, name: &[u8], size: u32) -> FsResult<XattrReply> {
+    pub fn getxattr(&self, ctx: &Ctx, ino: Ino, name: &[u8], size: u32) -> FsResult<XattrReply> {
         let inode = self.load(ino)?;
         if name.len() > XATTR_NAME_MAX {
             return Err(FsError::Range);
@@ -131,7 +132,7 @@ impl Fs {
         reply(v, size)
     }
 
-    pub fn listxattr(&self, ino: u64, size: u32) -> FsResult<XattrReply> {
+    pub fn listxattr(&self, ino: Ino, size: u32) -> FsResult<XattrReply> {
         self.load(ino)?;
         let mut out = Vec::new();
         self.kv
@@ -151,7 +152,7 @@ impl Fs {
     /// clears setuid, setgid if group-executable, and the file's
     /// `security.capability`. One batch; nothing when there is nothing to
     /// clear.
-    pub fn kill_privs(&self, ino: u64) -> FsResult<()> {
+    pub fn kill_privs(&self, ino: Ino) -> FsResult<()> {
         let _g = self.lock_ns();
         let mut inode = self.load(ino)?;
         if inode.kind != FileKind::File {
@@ -174,7 +175,7 @@ impl Fs {
         Ok(())
     }
 
-    pub fn removexattr(&self, ctx: &Ctx, ino: u64, name: &[u8]) -> FsResult<()> {
+    pub fn removexattr(&self, ctx: &Ctx, ino: Ino, name: &[u8]) -> FsResult<()> {
         let _g = self.lock_ns();
         let mut inode = self.load(ino)?;
         check(ctx, inode.kind, name)?;

@@ -133,7 +133,7 @@ fn fs_and_kv(upload: bool, dir: &tempfile::TempDir) -> (Arc<Fs>, Arc<MemKv>) {
 
 /// Damages one local shard of every chunk file, then reads the 60 KiB file
 /// `ino` (written with `seed`) cold: the read rebuilds the bad shard.
-fn damage_and_read(fs: &Fs, kv: &MemKv, dir: &tempfile::TempDir, ino: u64, seed: u64) {
+fn damage_and_read(fs: &Fs, kv: &MemKv, dir: &tempfile::TempDir, ino: crate::fs::Ino, seed: u64) {
     corrupt_chunk_files(kv, dir.path(), 1);
     fs.drop_cache();
     assert_eq!(fs.read(ino, 0, 60 * 1024).unwrap(), random(60 * 1024, seed));
@@ -141,7 +141,7 @@ fn damage_and_read(fs: &Fs, kv: &MemKv, dir: &tempfile::TempDir, ino: u64, seed:
 }
 
 /// A file of `len` random bytes, written and closed.
-fn put(fs: &Fs, name: &str, len: usize, seed: u64) -> u64 {
+fn put(fs: &Fs, name: &str, len: usize, seed: u64) -> crate::fs::Ino {
     let (ino, fh) = fs.create(&C, ROOT_INO, name.as_bytes(), 0o644).unwrap();
     fs.write(ino.ino, 0, &random(len, seed)).unwrap();
     fs.release(fh).unwrap();
