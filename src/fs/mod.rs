@@ -32,7 +32,6 @@
 //!   a crash, so nothing leaks).
 
 mod data;
-pub mod datadir;
 mod encoder;
 pub mod error;
 pub mod fsck;
@@ -85,7 +84,7 @@ pub struct FsConfig {
     pub upload: bool,
     /// The data dir's space set aside for the index: restored after chunk
     /// files are deleted, once the disk has room for it again.
-    pub reserve: Option<datadir::Reserve>,
+    pub reserve: Option<crate::store::Reserve>,
     /// Write nothing to the store (`-o ro`): no recovery at open, no
     /// garbage collection, no repair of damaged chunks on read. The kernel
     /// refuses every change of a read-only mount before it gets here.
