@@ -174,3 +174,28 @@ fn node_open_of_a_data_dir_in_use_says_so() {
     // Once shut down, the data dir opens again.
     Node::open(config(&root)).unwrap().shutdown();
 }
+
+#[test]
+fn releases_after_the_drain_run_on_the_callers_thread_before_returning() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::open(config(&dir.path().join("data"))).unwrap();
+    let (inode, fh) = node
+        .fs()
+        .create(&Ctx::ROOT, ROOT_INO, b"late", 0o644)
+        .unwrap();
+    node.fs().write(inode.ino, 0, b"stored").unwrap();
+    node.releases().drain();
+    let ran_on = Arc::new(std::sync::Mutex::new(None));
+    let seen = ran_on.clone();
+    node.releases().release(
+        fh,
+        Box::new(move |r| {
+            *seen.lock().unwrap() = Some((std::thread::current().id(), r.is_ok()));
+        }),
+    );
+    // Run here, already: no thread is left to run it later.
+    let here = std::thread::current().id();
+    assert_eq!(*ran_on.lock().unwrap(), Some((here, true)));
+    assert_eq!(node.fs().read(inode.ino, 0, 16).unwrap(), b"stored");
+    assert!(node.shutdown().index_closed);
+}
