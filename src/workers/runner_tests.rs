@@ -209,6 +209,9 @@ fn runner_shutdown_ends_sleeps_at_once_and_drops_the_workers() {
 /// A worker whose step blocks until the test lets it go, ignoring the
 /// stop signal.
 struct Stubborn {
+    /// Told when the step has started.
+    entered: mpsc::Sender<()>,
+    /// What the step waits for.
     release: Mutex<mpsc::Receiver<()>>,
 }
 
@@ -218,6 +221,7 @@ impl Worker for Stubborn {
     }
 
     fn work(&mut self, _stop: &Stop) -> Result<WorkerState, WorkerError> {
+        let _ = self.entered.send(());
         let _ = self
             .release
             .lock()
@@ -236,21 +240,29 @@ fn runner_shutdown_reports_a_worker_that_ignores_stop_after_the_deadline() {
     let clock = Arc::new(ManualClock::new());
     let runner = Runner::new(clock.clone());
     let (tx, rx) = mpsc::channel();
+    let (entered_tx, entered) = mpsc::channel();
     runner
         .spawn(
             Box::new(Stubborn {
+                entered: entered_tx,
                 release: Mutex::new(rx),
             }),
             0,
         )
         .unwrap();
+    // Inside its step (a stop raised before it would end it at once).
+    entered.recv_timeout(secs(10)).unwrap();
     let mut idle = Script::new(&clock, vec![(Ok(WorkerState::Idle), Duration::ZERO)]);
     idle.name = "polite";
     runner.spawn(Box::new(idle), 0).unwrap();
     let deadline = Duration::from_millis(200);
     let t = Instant::now();
     let stuck = runner.shutdown(deadline);
-    assert!(t.elapsed() >= deadline, "returned before the deadline");
+    assert!(
+        t.elapsed() >= deadline,
+        "returned before the deadline: {:?} {stuck:?}",
+        t.elapsed()
+    );
     assert!(t.elapsed() < secs(5), "waited far past the deadline");
     assert_eq!(stuck, vec!["stubborn".to_string()]);
     // Let it end (its thread was left running, not killed).
