@@ -98,6 +98,8 @@ fn node_shutdown_stores_a_queued_release_and_the_next_open_finds_the_clean_mark(
     assert!(node.last_run_clean());
     let ino = node.fs().lookup(ROOT_INO, b"f").unwrap().ino;
     assert_eq!(node.fs().read(ino, 0, data.len() as u32).unwrap(), data);
+    // Without peers nothing was queued for placement.
+    assert_eq!(node.fs().upload_queue_len().unwrap(), 0);
     assert!(node.shutdown().index_closed);
     // A read-only node finds the mark and leaves it (it writes nothing).
     let mut ro = config(&root);

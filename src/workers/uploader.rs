@@ -122,7 +122,7 @@ impl Worker for UploaderWorker {
         }
     }
 
-    /// One round: at most [`BATCH`] due entries. A failed entry is not a
+    /// One round: at most `BATCH` (64) due entries. A failed entry is not a
     /// failed step (it backs off in the queue); an unreadable queue is.
     fn work(&mut self, _stop: &Stop) -> Result<WorkerState, WorkerError> {
         let n = run_round(&self.fs, self.placer.as_ref(), &self.stats)?;
