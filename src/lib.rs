@@ -3,7 +3,13 @@
 //! Module map, top-down: each module may use the ones below it, never one
 //! above (`scripts/check-layering` keeps this true, and no two modules
 //! import each other):
-//! * [`workers`]: background jobs over the layers below (the uploader).
+//! * [`node`]: the process, for every front end: the data dir and its key,
+//!   the index, the `Fs`, the release queue and the workers, opened by
+//!   `Node::open` and taken apart in one written-down shutdown order.
+//!   Nothing in the crate imports it (the front ends in `mount/` do).
+//! * [`workers`]: one `Worker` trait and one runner (back-off, tranquility,
+//!   exit deadline, status table, injected clock) for every background
+//!   job; the uploader is the first.
 //! * [`fs`]: the filesystem core: namespace, open files and write buffers,
 //!   commits, garbage collection, xattrs, POSIX rules, fsck. Knows nothing
 //!   of FUSE (the adapter lives in `mount/`).
@@ -16,13 +22,15 @@
 //!   cache of plaintext chunks; compress → encrypt → shard, pure (no I/O,
 //!   no async, no threads).
 //!
-//! Later layers (see docs/ARCHITECTURE.md): `node` (the process), `net`
-//! (the only user of `libp2p`), the control socket.
+//! Later layers (see docs/ARCHITECTURE.md): `net` (the only user of
+//! `libp2p`), the control socket.
 
 pub mod cache;
 pub mod ces;
 pub mod chunks;
 pub mod fs;
+#[cfg(feature = "rocksdb")]
+pub mod node;
 pub mod placement;
 pub mod store;
 pub mod workers;

@@ -16,6 +16,7 @@ use fuser::{
 };
 use pangea::fs::xattr::{XattrMode, XattrReply};
 use pangea::fs::{Ctx, FileKind, Fs, FsError, Ino, Inode, SetAttr, SetTime, Time};
+use pangea::node::Releases;
 use tracing::{debug, warn};
 
 /// How long the kernel may cache what the daemon tells it (`-o
@@ -63,19 +64,23 @@ const MAX_WRITE: u32 = 1 << 20;
 
 /// The mounted filesystem.
 pub struct FuseFs {
+    /// The core every callback calls.
     fs: Arc<Fs>,
-    releaser: Releaser,
+    /// The node's release queue: last releases run off the FUSE threads.
+    releases: Arc<Releases>,
+    /// How long the kernel may cache what it is told.
     ttl: Ttls,
     /// The kernel skips opendir/releasedir once opendir answers ENOSYS.
     no_opendir: bool,
 }
 
 impl FuseFs {
-    pub fn new(fs: Arc<Fs>, ttl: Ttls) -> Self {
-        let releaser = Releaser::start(fs.clone());
+    /// The adapter over a node's core and release queue
+    /// (`pangea::node::Node::fs`, `Node::releases`).
+    pub fn new(fs: Arc<Fs>, releases: Arc<Releases>, ttl: Ttls) -> Self {
         FuseFs {
             fs,
-            releaser,
+            releases,
             ttl,
             no_opendir: false,
         }
@@ -92,92 +97,6 @@ impl FuseFs {
             }
             Err(e) => reply.error(errno(&e)),
         }
-    }
-}
-
-/// Releases queued for storing.
-const RELEASE_QUEUE: usize = 64;
-/// Threads running releases. More than one: a release of a file with new
-/// chunk files waits for their sync (the disk, not the CPU), and releases
-/// of different files then overlap (the journal commits their syncs
-/// together); an untar waits on them when the queue fills.
-const RELEASE_THREADS: usize = 4;
-
-/// Runs the last release of files off the FUSE threads. The kernel does not
-/// wait for a release (close(2) has returned), but the release stores the
-/// file's buffers: on a FUSE thread it would hold that thread, and a
-/// program's next request would wait for a free one. A full queue runs the
-/// release on the FUSE thread (back-pressure), as does a nearly full disk;
-/// unmount drains the queue before the final flush.
-struct Releaser {
-    tx: std::sync::Mutex<Option<std::sync::mpsc::SyncSender<(u64, ReplyEmpty)>>>,
-    threads: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
-}
-
-impl Releaser {
-    fn start(fs: Arc<Fs>) -> Releaser {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<(u64, ReplyEmpty)>(RELEASE_QUEUE);
-        let rx = Arc::new(std::sync::Mutex::new(rx));
-        let mut threads = Vec::new();
-        for i in 0..RELEASE_THREADS {
-            let (fs, rx) = (fs.clone(), rx.clone());
-            let spawned = std::thread::Builder::new()
-                .name(format!("pangea-release-{i}"))
-                .spawn(move || {
-                    loop {
-                        // The lock is held only to take the next release.
-                        let next = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
-                        match next {
-                            Ok((fh, reply)) => empty(reply, fs.release(fh)),
-                            Err(_) => break, // drained and closed
-                        }
-                    }
-                });
-            match spawned {
-                Ok(t) => threads.push(t),
-                Err(e) => warn!(error = %e, "cannot start a release thread"),
-            }
-        }
-        let tx = if threads.is_empty() {
-            warn!("no release thread; releases run on the FUSE threads");
-            None
-        } else {
-            Some(tx)
-        };
-        Releaser {
-            tx: std::sync::Mutex::new(tx),
-            threads: std::sync::Mutex::new(threads),
-        }
-    }
-
-    /// Queues the release of `fh`; hands it back when it must run here.
-    fn queue(&self, fh: u64, reply: ReplyEmpty) -> Option<(u64, ReplyEmpty)> {
-        let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        match tx {
-            Some(tx) => match tx.try_send((fh, reply)) {
-                Ok(()) => None,
-                Err(std::sync::mpsc::TrySendError::Full(job))
-                | Err(std::sync::mpsc::TrySendError::Disconnected(job)) => Some(job),
-            },
-            None => Some((fh, reply)),
-        }
-    }
-
-    /// Runs every queued release, then stops the threads (idempotent).
-    fn drain(&self) {
-        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
-        for t in threads {
-            if t.join().is_err() {
-                warn!("a release thread panicked");
-            }
-        }
-    }
-}
-
-impl Drop for Releaser {
-    fn drop(&mut self) {
-        self.drain();
     }
 }
 
@@ -311,12 +230,8 @@ impl Filesystem for FuseFs {
         }
     }
 
-    fn destroy(&mut self) {
-        self.releaser.drain();
-        if let Err(e) = self.fs.sync_all() {
-            warn!(error = %e, "flush at unmount failed");
-        }
-    }
+    // No `destroy`: once the session ends, the front end shuts the node
+    // down (drain the releases, flush, stop the workers, close the index).
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.fs.lookup(Ino(parent.0), name.as_bytes()) {
@@ -559,16 +474,10 @@ impl Filesystem for FuseFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        // On a nearly full disk the release runs here, in order with the
-        // requests that follow (see `Fs::disk_is_low`).
-        let queued = if self.fs.disk_is_low() {
-            Some((fh.0, reply))
-        } else {
-            self.releaser.queue(fh.0, reply)
-        };
-        if let Some((fh, reply)) = queued {
-            empty(reply, self.fs.release(fh));
-        }
+        // Off this thread, unless the queue says it must run here
+        // (`pangea::node::Releases`).
+        self.releases
+            .release(fh.0, Box::new(move |r| empty(reply, r)));
     }
 
     fn fsync(

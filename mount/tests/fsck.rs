@@ -6,8 +6,8 @@ use std::process::Command;
 use std::sync::Arc;
 
 use pangea::ces::{Ces, CompressionPolicy};
-use pangea::fs::datadir::DataDir;
 use pangea::fs::{Ctx, Fs, FsConfig, ROOT_INO};
+use pangea::node::datadir::DataDir;
 use pangea::store::{ChunkFiles, RocksKv};
 
 fn fsck(dir: &Path, repair: bool) -> (i32, String) {

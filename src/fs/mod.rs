@@ -40,7 +40,6 @@
 
 mod buffers;
 mod commit;
-pub mod datadir;
 pub mod error;
 pub mod fsck;
 mod gc;
@@ -97,7 +96,7 @@ pub struct FsConfig {
     pub upload: bool,
     /// The data dir's space set aside for the index: restored after chunk
     /// files are deleted, once the disk has room for it again.
-    pub reserve: Option<datadir::Reserve>,
+    pub reserve: Option<crate::store::Reserve>,
     /// Write nothing to the store (`-o ro`): no recovery at open, no
     /// garbage collection, no repair of damaged chunks on read. The kernel
     /// refuses every change of a read-only mount before it gets here.

@@ -11,6 +11,8 @@
 //! * [`ChunkFiles`] ([`chunkfiles`]): whole files named by a 32-byte id,
 //!   written atomically (temp file, rename).
 //! * [`DataDirLock`] ([`lock`]): one process per data directory.
+//! * [`Reserve`] ([`reserve`]): space set aside on the data dir's disk so
+//!   that the index can open again after the disk filled up.
 //!
 //! May not: know about filesystems (inodes, dentries), CES, peers or the
 //! network. Keys and values are opaque bytes; the layers above encode them.
@@ -28,6 +30,7 @@
 pub mod chunkfiles;
 pub mod lock;
 pub mod mem;
+pub mod reserve;
 #[cfg(feature = "rocksdb")]
 pub mod rocks;
 pub mod sim;
@@ -42,6 +45,7 @@ use std::sync::Arc;
 pub use chunkfiles::{ChunkFiles, DiskUsage};
 pub use lock::DataDirLock;
 pub use mem::MemKv;
+pub use reserve::Reserve;
 #[cfg(feature = "rocksdb")]
 pub use rocks::{RocksKv, SCHEMA_KEY, SCHEMA_VERSION};
 pub use sim::{SimChunks, SimDisk, SimKv};

@@ -174,7 +174,7 @@ fn uploader_places_every_shard_on_distinct_peers_and_empties_the_queue() {
     let peers = Arc::new(FakePeers::new(6));
     let stats = UploaderStats::default();
     assert_eq!(
-        run_round(&fs.upload_queue(), peers.as_ref(), &stats),
+        run_round(&fs.upload_queue(), peers.as_ref(), &stats).unwrap(),
         ids.len()
     );
     assert_eq!(fs.upload_queue().len().unwrap(), 0);
@@ -194,7 +194,10 @@ fn uploader_places_every_shard_on_distinct_peers_and_empties_the_queue() {
     }
     assert_eq!(peers.copies(), 6 * ids.len());
     // Nothing is due: another round does nothing.
-    assert_eq!(run_round(&fs.upload_queue(), peers.as_ref(), &stats), 0);
+    assert_eq!(
+        run_round(&fs.upload_queue(), peers.as_ref(), &stats).unwrap(),
+        0
+    );
 }
 
 #[test]
@@ -204,12 +207,12 @@ fn deleting_a_file_releases_its_peer_copies() {
     put(&fs, "big", 130 * 1024, 3);
     let peers = Arc::new(FakePeers::new(6));
     let stats = UploaderStats::default();
-    run_round(&fs.upload_queue(), peers.as_ref(), &stats);
+    run_round(&fs.upload_queue(), peers.as_ref(), &stats).unwrap();
     let copies = peers.copies();
     assert!(copies > 0);
     fs.unlink(ROOT_INO, b"big").unwrap();
     assert_eq!(fs.upload_queue().len().unwrap(), copies as u64);
-    run_round(&fs.upload_queue(), peers.as_ref(), &stats);
+    run_round(&fs.upload_queue(), peers.as_ref(), &stats).unwrap();
     assert_eq!(peers.copies(), 0);
     assert_eq!(stats.snapshot().shards_released, copies as u64);
     assert_eq!(fs.upload_queue().len().unwrap(), 0);
@@ -235,39 +238,53 @@ fn failures_back_off_and_partial_placements_are_kept() {
     let peers = Arc::new(FakePeers::new(6));
     *peers.fail_after.lock().unwrap() = Some(2);
     let stats = UploaderStats::default();
-    assert_eq!(run_round(&fs.upload_queue(), peers.as_ref(), &stats), 1);
+    assert_eq!(
+        run_round(&fs.upload_queue(), peers.as_ref(), &stats).unwrap(),
+        1
+    );
     assert_eq!(stats.snapshot().failures, 1);
     // Two shards placed and recorded; the chunk stays queued, not yet due.
     assert_eq!(fs.upload_queue().holders(&ids[0]).unwrap().len(), 2);
     assert_eq!(fs.upload_queue().len().unwrap(), 1);
     assert_eq!(
-        run_round(&fs.upload_queue(), peers.as_ref(), &stats),
+        run_round(&fs.upload_queue(), peers.as_ref(), &stats).unwrap(),
         0,
         "backing off"
     );
     // Once due again, only the four missing shards travel.
     *peers.fail_after.lock().unwrap() = None;
     std::thread::sleep(Duration::from_millis(1100));
-    assert_eq!(run_round(&fs.upload_queue(), peers.as_ref(), &stats), 1);
+    assert_eq!(
+        run_round(&fs.upload_queue(), peers.as_ref(), &stats).unwrap(),
+        1
+    );
     assert_eq!(fs.upload_queue().holders(&ids[0]).unwrap().len(), 6);
     assert_eq!(stats.snapshot().shards_placed, 6);
     assert_eq!(fs.upload_queue().len().unwrap(), 0);
 }
 
 #[test]
-fn the_uploader_thread_drains_the_queue_and_shuts_down() {
+fn the_uploader_worker_drains_the_queue_and_stops_at_shutdown() {
     let dir = tempfile::tempdir().unwrap();
     let fs = fs_with(true, &dir);
     put(&fs, "a", 100 * 1024, 6);
     let peers = Arc::new(FakePeers::new(6));
-    let up = Uploader::start(fs.upload_queue(), peers.clone(), Duration::from_millis(20)).unwrap();
+    let runner = Runner::new(Arc::new(SystemClock));
+    let worker = UploaderWorker::new(fs.upload_queue(), peers.clone(), Duration::from_millis(20));
+    let stats = worker.stats();
+    runner.spawn(Box::new(worker), 0).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while fs.upload_queue().len().unwrap() > 0 {
         assert!(std::time::Instant::now() < deadline, "queue not drained");
         std::thread::sleep(Duration::from_millis(10));
     }
-    assert!(up.stats().chunks_placed >= 2);
-    up.shutdown();
+    assert!(stats.snapshot().chunks_placed >= 2);
+    let table = runner.status();
+    assert_eq!(table.len(), 1);
+    assert_eq!(table[0].name, "uploader");
+    assert_eq!(table[0].errors, 0);
+    assert!(table[0].progress.counters.contains(&("failures", 0)));
+    assert!(runner.shutdown(Duration::from_secs(5)).is_empty());
     // New work is not picked up after shutdown.
     put(&fs, "b", 100 * 1024, 7);
     std::thread::sleep(Duration::from_millis(100));
@@ -283,7 +300,7 @@ fn an_outage_loses_nothing() {
     let peers = Arc::new(FakePeers::new(6));
     *peers.down.lock().unwrap() = true;
     let stats = UploaderStats::default();
-    run_round(&fs.upload_queue(), peers.as_ref(), &stats);
+    run_round(&fs.upload_queue(), peers.as_ref(), &stats).unwrap();
     assert_eq!(fs.upload_queue().len().unwrap(), queued);
     assert_eq!(stats.snapshot().failures, queued);
     // The file still reads back locally.
@@ -300,7 +317,7 @@ fn a_repaired_chunk_keeps_its_placement_and_releases_nothing() {
     assert_eq!(ids.len(), 1);
     let peers = Arc::new(FakePeers::new(6));
     let stats = UploaderStats::default();
-    run_round(&fs.upload_queue(), peers.as_ref(), &stats);
+    run_round(&fs.upload_queue(), peers.as_ref(), &stats).unwrap();
     assert_eq!(peers.copies(), 6);
     let holders = fs.upload_queue().holders(&ids[0]).unwrap();
     assert_eq!(holders.len(), 6);
@@ -309,7 +326,7 @@ fn a_repaired_chunk_keeps_its_placement_and_releases_nothing() {
     damage_and_read(&fs, &kv, &dir, ino, 9);
     assert_eq!(fs.upload_queue().holders(&ids[0]).unwrap(), holders);
     assert_eq!(fs.upload_queue().len().unwrap(), 0);
-    run_round(&fs.upload_queue(), peers.as_ref(), &stats);
+    run_round(&fs.upload_queue(), peers.as_ref(), &stats).unwrap();
     assert_eq!(stats.snapshot().shards_released, 0);
     assert_eq!(peers.copies(), 6);
 }
@@ -324,7 +341,10 @@ fn entries_backing_off_never_hide_due_ones_and_bad_entries_are_skipped() {
     let peers = Arc::new(FakePeers::new(6));
     *peers.down.lock().unwrap() = true;
     let stats = UploaderStats::default();
-    assert_eq!(run_round(&fs.upload_queue(), peers.as_ref(), &stats), 20);
+    assert_eq!(
+        run_round(&fs.upload_queue(), peers.as_ref(), &stats).unwrap(),
+        20
+    );
     // A malformed entry (a newer version, or damage) must not block the queue.
     let mut b = crate::store::Batch::new();
     b.put(crate::store::Cf::Upload, b"Pbad", b"junk");
@@ -345,7 +365,10 @@ fn entries_backing_off_never_hide_due_ones_and_bad_entries_are_skipped() {
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].task, UploadTask::Place { chunk: new[0] });
     *peers.down.lock().unwrap() = false;
-    assert_eq!(run_round(&fs.upload_queue(), peers.as_ref(), &stats), 1);
+    assert_eq!(
+        run_round(&fs.upload_queue(), peers.as_ref(), &stats).unwrap(),
+        1
+    );
     assert_eq!(stats.snapshot().chunks_placed, 1);
 }
 

@@ -1,20 +1,21 @@
 //! The uploader: drains the upload queue (`placement`), placing the shards
 //! of new chunks on peers and releasing peers' copies of deleted ones.
 //!
-//! One job, one thread. It talks to peers only through a [`ShardTransport`]
-//! (the network layer's; a node alone has none and starts no uploader).
-//! Every step is recorded in the index in one batch, so a crash repeats at
-//! most the step it interrupted; a failed entry is retried with exponential
-//! back-off.
+//! A [`Worker`]: one round of the queue per step, run by the workers'
+//! runner. It talks to peers only through a [`ShardTransport`] (the network
+//! layer's; a node alone has none and starts no uploader). Every step is
+//! recorded in the index in one batch, so a crash repeats at most the step
+//! it interrupted; a failed entry is retried with exponential back-off (in
+//! the queue), a queue that cannot be read with the runner's.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use tracing::{debug, warn};
 
-use crate::chunks::ChunkError;
+use super::{Stop, Worker, WorkerError, WorkerProgress, WorkerState};
+use crate::chunks::{ChunkError, ChunkResult};
 use crate::placement::{PlaceError, Placed, QueuedUpload, ShardTransport, UploadQueue, UploadTask};
 
 /// Entries taken from the queue per round.
@@ -47,9 +48,13 @@ pub struct UploaderStats {
 /// A snapshot of [`UploaderStats`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct UploaderSnapshot {
+    /// [`UploaderStats::chunks_placed`].
     pub chunks_placed: u64,
+    /// [`UploaderStats::shards_placed`].
     pub shards_placed: u64,
+    /// [`UploaderStats::shards_released`].
     pub shards_released: u64,
+    /// [`UploaderStats::failures`].
     pub failures: u64,
 }
 
@@ -64,92 +69,86 @@ impl UploaderStats {
     }
 }
 
-/// The running uploader (see the module documentation).
-pub struct Uploader {
-    stop: Arc<(Mutex<bool>, Condvar)>,
+/// The uploader as a [`Worker`]: one round of the queue per step (see the
+/// module documentation). The node starts it when it has peers.
+pub struct UploaderWorker {
+    /// The upload queue it drains.
+    queue: UploadQueue,
+    /// The transport to peers.
+    placer: Arc<dyn ShardTransport>,
+    /// Its counters, shared with whoever asked for them ([`Self::stats`]).
     stats: Arc<UploaderStats>,
-    thread: Option<JoinHandle<()>>,
+    /// How long to wait after a round that found nothing due: entries
+    /// become due by time (their back-off), not only by new writes.
+    interval: Duration,
 }
 
-impl Uploader {
-    /// Starts the uploader thread: a round every `interval`, and at once
-    /// after a round that found work.
-    pub fn start(
+impl UploaderWorker {
+    /// An uploader over `queue`, sending through `placer`, looking again
+    /// every `interval` while the queue has nothing due.
+    pub fn new(
         queue: UploadQueue,
         placer: Arc<dyn ShardTransport>,
         interval: Duration,
-    ) -> std::io::Result<Uploader> {
-        let stop = Arc::new((Mutex::new(false), Condvar::new()));
-        let stats = Arc::new(UploaderStats::default());
-        let thread = {
-            let stop = stop.clone();
-            let stats = stats.clone();
-            std::thread::Builder::new()
-                .name("pangea-uploader".into())
-                .spawn(move || {
-                    loop {
-                        let did = run_round(&queue, placer.as_ref(), &stats);
-                        let (lock, cv) = &*stop;
-                        let stopped = lock.lock().unwrap_or_else(|p| p.into_inner());
-                        if *stopped {
-                            break;
-                        }
-                        if did == 0 {
-                            let (stopped, _) = cv
-                                .wait_timeout_while(stopped, interval, |s| !*s)
-                                .unwrap_or_else(|p| p.into_inner());
-                            if *stopped {
-                                break;
-                            }
-                        }
-                    }
-                })?
-        };
-        Ok(Uploader {
-            stop,
-            stats,
-            thread: Some(thread),
-        })
-    }
-
-    /// The counters so far.
-    pub fn stats(&self) -> UploaderSnapshot {
-        self.stats.snapshot()
-    }
-
-    /// Stops after the current step; returns once the thread has ended.
-    pub fn shutdown(mut self) {
-        self.stop_and_join();
-    }
-
-    fn stop_and_join(&mut self) {
-        {
-            let (lock, cv) = &*self.stop;
-            *lock.lock().unwrap_or_else(|p| p.into_inner()) = true;
-            cv.notify_all();
+    ) -> UploaderWorker {
+        UploaderWorker {
+            queue,
+            placer,
+            stats: Arc::new(UploaderStats::default()),
+            interval,
         }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+    }
+
+    /// Its counters (they stay readable after the worker was handed to the
+    /// runner).
+    pub fn stats(&self) -> Arc<UploaderStats> {
+        self.stats.clone()
     }
 }
 
-impl Drop for Uploader {
-    fn drop(&mut self) {
-        self.stop_and_join();
+impl Worker for UploaderWorker {
+    fn name(&self) -> String {
+        "uploader".into()
+    }
+
+    fn status(&self) -> WorkerProgress {
+        let s = self.stats.snapshot();
+        WorkerProgress {
+            queue_length: None,
+            counters: vec![
+                ("chunks_placed", s.chunks_placed),
+                ("shards_placed", s.shards_placed),
+                ("shards_released", s.shards_released),
+                ("failures", s.failures),
+            ],
+        }
+    }
+
+    /// One round: at most `BATCH` (64) due entries. A failed entry is not a
+    /// failed step (it backs off in the queue); an unreadable queue is.
+    fn work(&mut self, _stop: &Stop) -> Result<WorkerState, WorkerError> {
+        let n = run_round(&self.queue, self.placer.as_ref(), &self.stats)?;
+        Ok(if n == 0 {
+            WorkerState::Idle
+        } else {
+            WorkerState::Busy
+        })
+    }
+
+    fn wait_for_work(&mut self) -> Duration {
+        self.interval
     }
 }
 
 /// One round: every due entry (at most [`BATCH`]). Returns how many entries
-/// it handled (placed, released or failed).
-pub fn run_round(queue: &UploadQueue, placer: &dyn ShardTransport, stats: &UploaderStats) -> usize {
-    let due = match queue.due(BATCH) {
-        Ok(d) => d,
-        Err(e) => {
-            warn!(error = %e, "cannot read the upload queue");
-            return 0;
-        }
-    };
+/// it handled (placed, released or failed); fails when the queue cannot be
+/// read.
+pub fn run_round(
+    queue: &UploadQueue,
+    placer: &dyn ShardTransport,
+    stats: &UploaderStats,
+) -> ChunkResult<usize> {
+    let due = queue.due(BATCH)?;
     let n = due.len();
     for q in due {
         if let Err(why) = step(queue, placer, stats, &q) {
@@ -160,7 +159,7 @@ pub fn run_round(queue: &UploadQueue, placer: &dyn ShardTransport, stats: &Uploa
             }
         }
     }
-    n
+    Ok(n)
 }
 
 fn kind(t: &UploadTask) -> &'static str {

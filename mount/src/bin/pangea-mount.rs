@@ -10,10 +10,9 @@ use std::time::Duration;
 
 use clap::Parser;
 use nix::sys::signal::{SigSet, Signal};
-use pangea::ces::{Ces, ShardParams};
-use pangea::fs::datadir::DataDir;
-use pangea::fs::{Fs, FsConfig};
-use pangea::store::{ChunkFiles, RocksKv};
+use pangea::ces::ShardParams;
+use pangea::fs::FsConfig;
+use pangea::node::{Node, NodeConfig};
 use pangea_mount::cli::{default_data_dir, parse_options, preflight};
 use pangea_mount::fuse::FuseFs;
 use tracing::{error, info, warn};
@@ -216,70 +215,19 @@ fn serve(
         }
     };
     let started = (|| -> Result<_, String> {
-        // -o ro writes nothing to the data dir (test
-        // `read_only_mount_writes_nothing_to_the_data_dir`).
-        let opened = if opts.read_only {
-            DataDir::open_read_only(data_dir)
-        } else {
-            DataDir::open(data_dir)
-        };
-        let dir = opened.map_err(|e| match e {
-            pangea::fs::datadir::DataDirError::Store(pangea::store::StoreError::Locked { .. }) => format!(
-                "data dir {} is in use by another pangea-mount (see {}/lock); unmount it first or pass --data-dir",
-                data_dir.display(),
-                data_dir.display()
-            ),
-            e => e.to_string(),
-        })?;
-        let kv = if opts.read_only {
-            RocksKv::open_read_only(&dir.index_dir(), &std::env::temp_dir())
-        } else {
-            RocksKv::open(&dir.index_dir())
-        };
-        let kv = kv.map_err(|e| {
-            if e.is_no_space() {
-                format!(
-                    "index: the disk of {} is full; free some space on it (at least {} MiB) and mount again",
-                    data_dir.display(),
-                    dir.reserve.bytes() >> 20
-                )
-            } else {
-                format!("index: {e}")
-            }
-        })?;
-        // Before anything else reads or writes the index: is this its key?
-        // (A mismatch writes nothing; -o ro writes no missing check value.)
-        pangea::fs::datadir::check_key(&kv, &dir.master, opts.read_only)
-            .map_err(|e| e.to_string())?;
-        let chunks = if opts.read_only {
-            ChunkFiles::open_read_only(&dir.chunks_dir())
-        } else {
-            ChunkFiles::open(&dir.chunks_dir())
-        };
-        let chunks = chunks.map_err(|e| format!("chunk store: {e}"))?;
-        let cfg = FsConfig {
+        let mut cfg = NodeConfig::new(data_dir.to_path_buf());
+        cfg.read_only = opts.read_only;
+        cfg.fs = FsConfig {
             shard_params: params,
             cache_capacity: args.cache_mib << 20,
             cache_ttl: Duration::from_secs(args.cache_ttl),
-            staging_dir: Some(dir.staging_dir()),
-            reserve: (!opts.read_only).then(|| dir.reserve.clone()),
-            read_only: opts.read_only,
             ..FsConfig::default()
         };
-        let ces = Ces::new(&dir.master, cfg.policy).map_err(|e| e.to_string())?;
-        let owner = (
+        cfg.root_owner = (
             nix::unistd::getuid().as_raw(),
             nix::unistd::getgid().as_raw(),
         );
-        let fs = Arc::new(
-            Fs::new(Arc::new(kv), Arc::new(chunks), ces, cfg, owner)
-                .map_err(|e| format!("opening the filesystem: {e}"))?,
-        );
-        if !opts.read_only
-            && let Err(e) = dir.reserve.restore()
-        {
-            warn!(error = %e, bytes = dir.reserve.bytes(), "the data dir's disk is nearly full: no space set aside for the index (it is retried after deletions)");
-        }
+        let node = Node::open(cfg).map_err(|e| e.to_string())?;
         let mut config = fuser::Config::default();
         config.mount_options = opts.fuse.clone();
         config.acl = opts.acl;
@@ -289,13 +237,19 @@ fn serve(
                 .max(2)
         }));
         config.clone_fd = true;
-        let mut session =
-            fuser::Session::new(FuseFs::new(fs.clone(), opts.ttl), mountpoint, &config)
-                .map_err(|e| format!("mounting {}: {e}", mountpoint.display()))?;
+        let adapter = FuseFs::new(node.fs().clone(), node.releases().clone(), opts.ttl);
+        let mut session = match fuser::Session::new(adapter, mountpoint, &config) {
+            Ok(s) => s,
+            Err(e) => {
+                // Nothing was served: the node closes as it opened.
+                node.shutdown();
+                return Err(format!("mounting {}: {e}", mountpoint.display()));
+            }
+        };
         let unmounter = session.unmount_callable();
-        Ok((dir, fs, session, unmounter))
+        Ok((node, session, unmounter))
     })();
-    let (dir, fs, session, mut unmounter) = match started {
+    let (node, session, mut unmounter) = match started {
         Ok(x) => x,
         Err(e) => {
             report(&e);
@@ -308,9 +262,9 @@ fn serve(
     // has its cwd or a file open in the mount) leaves the daemon serving
     // and listening: the next SIGTERM/SIGINT tries again.
     let sigs = *sigs;
-    // Weak: the index must close when `fs` is dropped below, before the
-    // data dir's lock is released (see there).
-    let fs_sig = Arc::downgrade(&fs);
+    // Weak: the index must close at the node's shutdown below, before the
+    // data dir's lock is released.
+    let fs_sig = Arc::downgrade(node.fs());
     let mnt = mountpoint.to_path_buf();
     std::thread::Builder::new()
         .name("signals".into())
@@ -349,21 +303,14 @@ fn serve(
         .map_err(|e| format!("signal thread: {e}"))?;
     report("ok");
     let r = session.run().map_err(|e| format!("session: {e}"));
-    // Stores everything, syncs, and marks the index cleanly closed (the
-    // next mount then skips the sweep a crash needs).
-    if let Err(e) = fs.shutdown() {
+    // The session has ended (no more requests): the node stores
+    // everything, stops its workers, marks the index cleanly closed (the
+    // next mount then skips the sweep a crash needs) and closes it before
+    // the data dir's lock goes (`pangea::node`, "Shutdown order").
+    let closed = node.shutdown();
+    if let Some(e) = &closed.flush_error {
         error!(error = %e, "final flush failed");
     }
-    // The index closes (RocksDB releases its own LOCK) before the data
-    // dir's lock goes: whoever takes the data dir next finds the index free,
-    // also when it starts while this process is still exiting.
-    match Arc::try_unwrap(fs) {
-        Ok(fs) => drop(fs),
-        Err(_) => {
-            warn!("the filesystem is still referenced at exit; the index closes with the process")
-        }
-    }
-    drop(dir);
     info!("unmounted");
     r
 }

@@ -1,6 +1,7 @@
 //! The data dir: `index/` (RocksDB), `chunks/` (shard files), `master.key`
 //! (0600, 32 random bytes, created on first use, never logged), `lock` and
-//! `reserve` (space set aside for the index, see [`Reserve`]).
+//! `reserve` (space set aside for the index, see [`Reserve`], which lives in
+//! `store`: it is about the local disk).
 //!
 //! Key rules: a key is created only for a data dir without an index (a
 //! missing key beside an index is an error, never a fresh key); key files
@@ -19,7 +20,7 @@ use std::path::{Path, PathBuf};
 use subtle::ConstantTimeEq;
 
 use crate::ces::{KEY_CHECK_LEN, KEY_LEN, MasterKey};
-use crate::store::{Batch, Cf, DataDirLock, Kv, StoreError};
+use crate::store::{Batch, Cf, DataDirLock, Kv, Reserve, StoreError};
 
 /// Key in [`Cf::Meta`] of the master key's check value
 /// ([`MasterKey::check_value`]).
@@ -72,9 +73,12 @@ pub enum DataDirError {
 
 /// An opened, locked data dir.
 pub struct DataDir {
+    /// Where it is: the index, chunk and staging dirs are found under it.
     pub root: PathBuf,
+    /// The key every chunk is encrypted under (derived keys, see `ces`).
     pub master: MasterKey,
-    /// Released by `open`: restore it once the index is open.
+    /// Released by `open` (the index's recovery may need the room):
+    /// restore it once the index is open.
     pub reserve: Reserve,
     /// Held for as long as the data dir is in use.
     _lock: DataDirLock,
@@ -150,81 +154,6 @@ impl DataDir {
     /// Where write buffers spill (anonymous files only).
     pub fn staging_dir(&self) -> PathBuf {
         self.root.join("staging")
-    }
-}
-
-/// Space set aside on the data dir's disk for the index: a file of
-/// preallocated blocks, deleted whenever the data dir is opened and created
-/// again once the index is open.
-///
-/// When the disk fills up (with chunks, or with anything else on the same
-/// disk), opening RocksDB still needs some room: it replays its log and
-/// writes new tables, a new manifest and an options file. Without this
-/// reserve a data dir whose disk filled up could not be mounted again, and
-/// so its files could not be deleted to make room.
-#[derive(Debug, Clone)]
-pub struct Reserve {
-    path: PathBuf,
-    /// Bytes to set aside (1 MiB where the disk's size is unknown).
-    bytes: u64,
-}
-
-impl Reserve {
-    /// The reserve of the data dir at `root`: 1/32 of its disk, between
-    /// 1 MiB and 64 MiB (the index's write buffers and logs are bounded by
-    /// `store::rocks`' limits, 32 and 64 MiB).
-    pub fn new(root: &Path) -> Reserve {
-        let total = nix::sys::statvfs::statvfs(root)
-            .map(|s| s.blocks().saturating_mul(s.fragment_size()))
-            .unwrap_or(0);
-        Reserve {
-            path: root.join("reserve"),
-            bytes: (total / 32).clamp(1 << 20, 64 << 20),
-        }
-    }
-
-    pub fn bytes(&self) -> u64 {
-        self.bytes
-    }
-
-    /// Gives the reserve's space back to the disk (with that of a restore
-    /// a crash interrupted).
-    pub fn release(&self) -> std::io::Result<()> {
-        let _ = fs::remove_file(self.path.with_extension("tmp"));
-        match fs::remove_file(&self.path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        }
-    }
-
-    /// Whether the reserve holds its space.
-    pub fn is_in_place(&self) -> bool {
-        fs::metadata(&self.path).is_ok_and(|m| m.len() == self.bytes)
-    }
-
-    /// Sets the space aside again (allocated blocks, not a sparse file).
-    /// Fails with ENOSPC, leaving no partial file, while the disk has no
-    /// room for it.
-    pub fn restore(&self) -> std::io::Result<()> {
-        if self.is_in_place() {
-            return Ok(());
-        }
-        let tmp = self.path.with_extension("tmp");
-        let r = (|| {
-            let f = fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            let len = i64::try_from(self.bytes).unwrap_or(i64::MAX);
-            nix::fcntl::posix_fallocate(&f, 0, len).map_err(std::io::Error::from)?;
-            fs::rename(&tmp, &self.path)
-        })();
-        if r.is_err() {
-            let _ = fs::remove_file(&tmp);
-        }
-        r
     }
 }
 
@@ -406,19 +335,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_reserve_is_released_at_open_and_restored_with_allocated_blocks() {
+    fn the_reserve_is_released_at_open_and_left_alone_by_a_read_only_open() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("data");
         let dd = DataDir::open(&root).unwrap();
-        let r = &dd.reserve;
-        assert!((1 << 20..=64 << 20).contains(&r.bytes()));
-        assert!(!r.is_in_place());
-        r.restore().unwrap();
-        assert!(r.is_in_place());
-        let md = fs::metadata(root.join("reserve")).unwrap();
-        assert!(md.blocks() * 512 >= r.bytes(), "allocated, not sparse");
-        assert_eq!(md.mode() & 0o777, 0o600);
-        r.restore().unwrap(); // already in place: nothing to do
+        assert!(!dd.reserve.is_in_place());
+        dd.reserve.restore().unwrap();
+        assert!(dd.reserve.is_in_place());
+        drop(dd);
+        // -o ro writes nothing: the reserve stays in place.
+        let dd = DataDir::open_read_only(&root).unwrap();
+        assert!(dd.reserve.is_in_place());
         drop(dd);
         // As a crash in the middle of a restore leaves it.
         fs::write(root.join("reserve.tmp"), b"partial").unwrap();

@@ -1,0 +1,373 @@
+//! The node: the process, for every front end (`pangea-mount` today,
+//! `pangea serve` next). [`Node::open`] does the wiring every front end
+//! needs, and [`Node::shutdown`] takes it apart in one order.
+//!
+//! Owns:
+//! * the data dir ([`datadir`]): its lock (held for the node's life, let
+//!   go last) and its key;
+//! * the index (RocksDB) and the chunk files, inside the [`Fs`];
+//! * the release queue ([`Releases`], [`releases`]): the last release of
+//!   files, off the front end's threads;
+//! * the workers' [`Runner`] and its workers: the uploader
+//!   ([`UploaderWorker`]) whenever the node has peers
+//!   ([`NodeConfig::placer`]);
+//! * opening a data dir for offline tools ([`offline`], `pangea fsck`).
+//!
+//! May not: know about FUSE or any front end's protocol (a front end takes
+//! [`Node::fs`] and [`Node::releases`] and replies on its own); be
+//! imported by `fs`, `store`, `cache`, `ces` or `workers`
+//! (`scripts/check-layering`).
+//!
+//! Threads: the release threads ([`releases::RELEASE_THREADS`]), one
+//! thread per worker, and the core's own pools (encode, fetch, sync: see
+//! `fs`), which end with the [`Fs`].
+//!
+//! # Shutdown order
+//!
+//! [`Node::shutdown`], each step after the previous one has finished:
+//! 1. **Stop intake.** The front end stops taking requests first (FUSE:
+//!    the session ends at unmount) and then calls `shutdown`; the release
+//!    queue stops taking releases (a late one runs on its caller's thread).
+//! 2. **Drain releases.** Every queued release runs: the closed files'
+//!    buffers are stored. The release threads end.
+//! 3. **Flush.** Every buffer left is stored and made durable
+//!    ([`Fs::sync_all`]): the user's data first, before anything else can
+//!    fail or hang.
+//! 4. **Stop workers.** The runner raises its stop signal and waits for the
+//!    workers at most [`NodeConfig::exit_deadline`]; the workers (and what
+//!    they hold of the core) are dropped.
+//! 5. **Mark clean.** [`Fs::shutdown`]: a last flush and the clean-shutdown
+//!    mark, which lets the next open skip the sweep a crash needs. Skipped
+//!    when a worker did not stop (it could still write after the mark): the
+//!    next open then sweeps.
+//! 6. **Close the index.** The [`Fs`], and with it RocksDB, is dropped,
+//!    if nothing else holds it (else it closes with the process).
+//! 7. **Let go of the data dir.** Its lock goes last: whoever takes the
+//!    data dir next finds the index closed, even while this process is
+//!    still exiting.
+//!
+//! Dropping a `Node` without `shutdown` (a front end that failed to start)
+//! drains the releases, stops the workers and closes the index in the same
+//! order, without the flush and the mark.
+
+pub mod datadir;
+pub mod offline;
+pub mod releases;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::warn;
+
+use crate::ces::{Ces, CesError};
+use crate::fs::{Fs, FsConfig, FsError};
+use crate::placement::ShardTransport;
+use crate::store::{Cf, ChunkFiles, Kv, RocksKv, StoreError};
+use crate::workers::runner::{DEFAULT_EXIT_DEADLINE, SpawnError};
+use crate::workers::{Clock, Runner, SystemClock, UploaderWorker, Worker, WorkerStatus};
+use datadir::{DataDir, DataDirError};
+
+pub use releases::{ReleaseDone, Releases};
+
+/// How often the uploader looks at its queue when nothing was due: entries
+/// become due by time (their back-off), and a new chunk waits at most this
+/// long to be placed.
+pub const UPLOAD_INTERVAL: Duration = Duration::from_secs(2);
+/// The uploader's tranquility: it reads chunk files from the disk the
+/// front end is using, so it takes at most half of the time.
+pub const UPLOAD_TRANQUILITY: u32 = 1;
+
+/// What a node is opened with.
+#[derive(Clone)]
+pub struct NodeConfig {
+    /// The data dir (as messages should name it: front ends pass a
+    /// canonical path). Created on first use unless `read_only`.
+    pub data_dir: PathBuf,
+    /// Write nothing to the data dir (`-o ro`): no key or directory
+    /// created, no recovery, no reserve, no uploads.
+    pub read_only: bool,
+    /// The filesystem core's tunables. The node sets `staging_dir`,
+    /// `reserve`, `read_only` and `upload` itself (from the data dir,
+    /// `read_only` and `placer`): what is given for them is replaced.
+    pub fs: FsConfig,
+    /// (uid, gid) of the root directory, when the node creates it.
+    pub root_owner: (u32, u32),
+    /// The transport to peers. Some: new chunks are queued for placement
+    /// and the uploader runs. None: a node alone (no queue, no uploader).
+    pub placer: Option<Arc<dyn ShardTransport>>,
+    /// See [`UPLOAD_INTERVAL`].
+    pub upload_interval: Duration,
+    /// See [`UPLOAD_TRANQUILITY`].
+    pub upload_tranquility: u32,
+    /// The workers' time (a manual clock in tests).
+    pub clock: Arc<dyn Clock>,
+    /// How long shutdown waits for the workers to stop.
+    pub exit_deadline: Duration,
+}
+
+impl NodeConfig {
+    /// A node alone on `data_dir`, with the core's default tunables.
+    pub fn new(data_dir: PathBuf) -> NodeConfig {
+        NodeConfig {
+            data_dir,
+            read_only: false,
+            fs: FsConfig::default(),
+            root_owner: (0, 0),
+            placer: None,
+            upload_interval: UPLOAD_INTERVAL,
+            upload_tranquility: UPLOAD_TRANQUILITY,
+            clock: Arc::new(SystemClock),
+            exit_deadline: DEFAULT_EXIT_DEADLINE,
+        }
+    }
+}
+
+/// Why a node did not open, with what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// Another process holds the data dir's lock.
+    #[error(
+        "data dir {} is in use by another pangea-mount (see {}/lock); unmount it first or pass --data-dir",
+        .path.display(),
+        .path.display()
+    )]
+    InUse {
+        /// The data dir.
+        path: PathBuf,
+    },
+    /// The data dir or its key (including a key that does not match the
+    /// index).
+    #[error(transparent)]
+    DataDir(DataDirError),
+    /// The index could not open for want of space.
+    #[error(
+        "index: the disk of {} is full; free some space on it (at least {reserve_mib} MiB) and mount again",
+        .path.display()
+    )]
+    IndexDiskFull {
+        /// The data dir.
+        path: PathBuf,
+        /// The size of the data dir's reserve: what the index needs.
+        reserve_mib: u64,
+    },
+    /// The index could not open or be read.
+    #[error("index: {0}")]
+    Index(StoreError),
+    /// The chunk files' directory could not open.
+    #[error("chunk store: {0}")]
+    ChunkStore(StoreError),
+    /// CES could not start with the data dir's key.
+    #[error(transparent)]
+    Ces(CesError),
+    /// The filesystem core could not open (or recover) the store.
+    #[error("opening the filesystem: {0}")]
+    Fs(FsError),
+    /// A worker could not be started.
+    #[error(transparent)]
+    Worker(SpawnError),
+}
+
+/// What [`Node::shutdown`] did.
+#[derive(Debug)]
+pub struct ShutdownReport {
+    /// The first failure of the flush or of marking the store clean (the
+    /// later steps ran all the same).
+    pub flush_error: Option<FsError>,
+    /// Workers that did not stop within the exit deadline (the store was
+    /// then not marked clean).
+    pub workers_not_stopped: Vec<String>,
+    /// Whether the index was closed (false: something outside the node
+    /// still held the filesystem; it closes with the process).
+    pub index_closed: bool,
+}
+
+/// The running process (see the module docs). Field order is drop order:
+/// the release queue, then the workers, then the core (the index), then
+/// the data dir's lock.
+pub struct Node {
+    /// Runs releases off the front end's threads; drained first.
+    releases: Arc<Releases>,
+    /// The workers; stopped after the flush, before the index closes.
+    runner: Runner,
+    /// The filesystem core, which owns the index and the chunk files.
+    fs: Arc<Fs>,
+    /// Whether the last run marked the store clean (false: it crashed,
+    /// or this is the first run, and the open swept).
+    last_run_clean: bool,
+    /// See [`NodeConfig::exit_deadline`].
+    exit_deadline: Duration,
+    /// The data dir, its key and its lock: dropped last.
+    dir: DataDir,
+}
+
+impl Node {
+    /// Opens the data dir (creating it and its key on first use, unless
+    /// read-only), the index (checking the key against it before anything
+    /// else reads it), the chunk files and the filesystem core; restores
+    /// the index's reserve; starts the release queue and, when there are
+    /// peers, the uploader.
+    pub fn open(cfg: NodeConfig) -> Result<Node, NodeError> {
+        let ro = cfg.read_only;
+        let path = &cfg.data_dir;
+        // -o ro writes nothing to the data dir (test
+        // `read_only_mount_writes_nothing_to_the_data_dir`).
+        let opened = if ro {
+            DataDir::open_read_only(path)
+        } else {
+            DataDir::open(path)
+        };
+        let dir = opened.map_err(|e| match e {
+            DataDirError::Store(StoreError::Locked { .. }) => {
+                NodeError::InUse { path: path.clone() }
+            }
+            e => NodeError::DataDir(e),
+        })?;
+        let kv = if ro {
+            RocksKv::open_read_only(&dir.index_dir(), &std::env::temp_dir())
+        } else {
+            RocksKv::open(&dir.index_dir())
+        };
+        let kv = kv.map_err(|e| {
+            if e.is_no_space() {
+                NodeError::IndexDiskFull {
+                    path: path.clone(),
+                    reserve_mib: dir.reserve.bytes() >> 20,
+                }
+            } else {
+                NodeError::Index(e)
+            }
+        })?;
+        // Before anything else reads or writes the index: is this its key?
+        // (A mismatch writes nothing; -o ro writes no missing check value.)
+        datadir::check_key(&kv, &dir.master, ro).map_err(NodeError::DataDir)?;
+        let chunks = if ro {
+            ChunkFiles::open_read_only(&dir.chunks_dir())
+        } else {
+            ChunkFiles::open(&dir.chunks_dir())
+        };
+        let chunks = chunks.map_err(NodeError::ChunkStore)?;
+        let last_run_clean = kv
+            .get(Cf::Meta, crate::fs::META_CLEAN)
+            .map_err(NodeError::Index)?
+            .is_some();
+        let upload = cfg.placer.is_some() && !ro;
+        let fs_cfg = FsConfig {
+            staging_dir: Some(dir.staging_dir()),
+            reserve: (!ro).then(|| dir.reserve.clone()),
+            read_only: ro,
+            upload,
+            ..cfg.fs
+        };
+        let ces = Ces::new(&dir.master, fs_cfg.policy).map_err(NodeError::Ces)?;
+        let fs = Fs::new(Arc::new(kv), Arc::new(chunks), ces, fs_cfg, cfg.root_owner)
+            .map_err(NodeError::Fs)?;
+        let fs = Arc::new(fs);
+        if !ro && let Err(e) = dir.reserve.restore() {
+            warn!(error = %e, bytes = dir.reserve.bytes(), "the data dir's disk is nearly full: no space set aside for the index (it is retried after deletions)");
+        }
+        let releases = Arc::new(Releases::start(fs.clone()));
+        let runner = Runner::new(cfg.clock.clone());
+        if let Some(placer) = cfg.placer.filter(|_| upload) {
+            let uploader = UploaderWorker::new(fs.upload_queue(), placer, cfg.upload_interval);
+            runner
+                .spawn(Box::new(uploader), cfg.upload_tranquility)
+                .map_err(NodeError::Worker)?;
+        }
+        Ok(Node {
+            releases,
+            runner,
+            fs,
+            last_run_clean,
+            exit_deadline: cfg.exit_deadline,
+            dir,
+        })
+    }
+
+    /// The filesystem core, for the front end's requests.
+    pub fn fs(&self) -> &Arc<Fs> {
+        &self.fs
+    }
+
+    /// The release queue, for the front end's last releases of files.
+    pub fn releases(&self) -> &Arc<Releases> {
+        &self.releases
+    }
+
+    /// Starts another worker under the node's runner (stopped at
+    /// shutdown, before the index closes).
+    pub fn spawn_worker(
+        &self,
+        worker: Box<dyn Worker>,
+        tranquility: u32,
+    ) -> Result<(), SpawnError> {
+        self.runner.spawn(worker, tranquility)
+    }
+
+    /// The workers' status table.
+    pub fn workers(&self) -> Vec<WorkerStatus> {
+        self.runner.status()
+    }
+
+    /// Whether the last run shut down cleanly (the store carried the mark
+    /// [`Node::shutdown`] writes).
+    pub fn last_run_clean(&self) -> bool {
+        self.last_run_clean
+    }
+
+    /// Shuts the node down in the order of the module docs. Call it after
+    /// the front end stopped taking requests. Failures are reported, not
+    /// returned early: every step runs.
+    pub fn shutdown(self) -> ShutdownReport {
+        let Node {
+            releases,
+            runner,
+            fs,
+            exit_deadline,
+            dir,
+            ..
+        } = self;
+        // 1, 2: stop intake, drain releases.
+        releases.drain();
+        drop(releases);
+        // 3: flush.
+        let mut flush_error = fs.sync_all().err();
+        if let Some(e) = &flush_error {
+            warn!(error = %e, "flush at shutdown failed");
+        }
+        // 4: stop workers.
+        let workers_not_stopped = runner.shutdown(exit_deadline);
+        drop(runner);
+        // 5: mark clean, only if nothing can write after the mark.
+        if workers_not_stopped.is_empty() {
+            if let Err(e) = fs.shutdown() {
+                flush_error.get_or_insert(e);
+            }
+        } else {
+            warn!(workers = ?workers_not_stopped, "workers still running: the store is not marked clean (the next open sweeps)");
+        }
+        // 6: close the index.
+        let index_closed = match Arc::try_unwrap(fs) {
+            Ok(fs) => {
+                drop(fs);
+                true
+            }
+            Err(_) => {
+                warn!(
+                    "the filesystem is still referenced at exit; the index closes with the process"
+                );
+                false
+            }
+        };
+        // 7: let go of the data dir.
+        drop(dir);
+        ShutdownReport {
+            flush_error,
+            workers_not_stopped,
+            index_closed,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
