@@ -100,22 +100,20 @@ impl ChunkTable {
 
     /// Ids of every stored chunk (tests and tools: scans the table).
     pub fn ids(&self) -> ChunkResult<Vec<ChunkId>> {
-        let mut out = Vec::new();
-        self.kv.scan(Cf::Chunk, &[], &[], &mut |k, _| {
-            if let Ok(id) = <[u8; 32]>::try_from(k) {
-                out.push(ChunkId(id));
-            }
-            true
-        })?;
-        Ok(out)
+        Ok(self.keys(Cf::Chunk)?.into_iter().map(ChunkId).collect())
     }
 
     /// Chunk files announced as garbage (to delete at mount).
     pub fn garbage(&self) -> ChunkResult<Vec<FileId>> {
+        Ok(self.keys(Cf::Gc)?.into_iter().map(FileId).collect())
+    }
+
+    /// Every 32-byte key of `cf`.
+    fn keys(&self, cf: Cf) -> ChunkResult<Vec<[u8; 32]>> {
         let mut out = Vec::new();
-        self.kv.scan(Cf::Gc, &[], &[], &mut |k, _| {
+        self.kv.scan(cf, &[], &[], &mut |k, _| {
             if let Ok(id) = <[u8; 32]>::try_from(k) {
-                out.push(FileId(id));
+                out.push(id);
             }
             true
         })?;

@@ -23,7 +23,7 @@ use super::types::{self, ChunkRef, Dentry, FileKind, Inode};
 use crate::ces::{ChunkId, Manifest, verify_shard};
 use crate::chunks::{ChunkRecord, Location};
 use crate::placement::queue::place_key;
-use crate::store::{Batch, Cf, ChunkStore, Kv};
+use crate::store::{Batch, Cf, ChunkStore, Kv, key_hex};
 
 /// One thing wrong, in words a person can act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -209,10 +209,6 @@ impl fmt::Display for Report {
         }
         Ok(())
     }
-}
-
-fn key_hex(k: &[u8]) -> String {
-    k.iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 
 fn name_of(k: &[u8]) -> String {

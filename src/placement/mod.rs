@@ -18,7 +18,7 @@ use tracing::warn;
 
 use crate::ces::{ChunkId, ShardFault, ShardId};
 use crate::chunks::{ChunkError, ChunkResult, Chunks, Holder, ShardSource};
-use crate::store::{Batch, Cf, Kv};
+use crate::store::{Batch, Cf, Kv, key_hex};
 
 pub use peers::{PeerId, PeerTable};
 pub use queue::{QueuedUpload, UploadEntry, UploadTask};
@@ -32,10 +32,6 @@ fn unix_now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-fn hex_prefix(key: &[u8]) -> String {
-    key.iter().take(9).map(|b| format!("{b:02x}")).collect()
 }
 
 /// The upload queue over the index (see [`queue`]).
@@ -68,7 +64,7 @@ impl UploadQueue {
             match UploadEntry::decode(v) {
                 Ok(entry) if entry.not_before <= now => due.push((k.to_vec(), entry)),
                 Ok(_) => {}
-                Err(_) => warn!(key = %hex_prefix(k), "malformed upload queue entry skipped"),
+                Err(_) => warn!(key = %key_hex(k), "malformed upload queue entry skipped"),
             }
             due.len() < limit
         })?;
@@ -76,7 +72,7 @@ impl UploadQueue {
         for (key, entry) in due {
             match self.task_of(&key) {
                 Ok(task) => out.push(QueuedUpload { key, task, entry }),
-                Err(e) => warn!(key = %hex_prefix(&key), error = %e, "upload queue entry skipped"),
+                Err(e) => warn!(key = %key_hex(&key), error = %e, "upload queue entry skipped"),
             }
         }
         Ok(out)

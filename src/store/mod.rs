@@ -50,6 +50,12 @@ pub use reserve::Reserve;
 pub use rocks::{RocksKv, SCHEMA_KEY, SCHEMA_VERSION};
 pub use sim::{SimChunks, SimDisk, SimKv};
 
+/// The first 16 bytes of an index key in hex, for messages about keys that
+/// do not parse (ids have their own display).
+pub fn key_hex(k: &[u8]) -> String {
+    k.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
 /// `errno` of "No space left on device".
 const ENOSPC: i32 = 28;
 /// `errno` of "Disk quota exceeded": the same condition for the caller.
