@@ -13,6 +13,8 @@
 //! * [`fs`]: the filesystem core: namespace, open files and write buffers,
 //!   commits, garbage collection, xattrs, POSIX rules, fsck. Knows nothing
 //!   of FUSE (the adapter lives in `mount/`).
+//! * [`net`]: the network layer (the only user of `libp2p`); so far the
+//!   shard protocol's wire format.
 //! * [`placement`]: the durable upload queue, the peer table and the
 //!   transport seam through which shards reach peers.
 //! * [`chunks`]: the data plane: chunk records, encoding and loading chunks
@@ -22,13 +24,14 @@
 //!   cache of plaintext chunks; compress → encrypt → shard, pure (no I/O,
 //!   no async, no threads).
 //!
-//! Later layers (see docs/ARCHITECTURE.md): `net` (the only user of
-//! `libp2p`), the control socket.
+//! Later layers (see docs/ARCHITECTURE.md): the swarm inside `net`, the
+//! control socket.
 
 pub mod cache;
 pub mod ces;
 pub mod chunks;
 pub mod fs;
+pub mod net;
 #[cfg(feature = "rocksdb")]
 pub mod node;
 pub mod placement;
