@@ -23,6 +23,8 @@ pub mod pool;
 pub mod record;
 pub mod source;
 pub mod table;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -164,11 +166,24 @@ pub struct Chunks {
 impl Chunks {
     /// The chunk layer over the index `kv` and the chunk files `files`.
     pub fn new(kv: Arc<dyn Kv>, files: Arc<dyn ChunkStore>, ces: Ces, cfg: ChunkConfig) -> Chunks {
+        Chunks::with_source(kv, files, ces, cfg, |local| Arc::new(local))
+    }
+
+    /// `new`, reading shards through the source `source` makes from the
+    /// local one (e.g. the local disk first, then peers). New encodings and
+    /// repairs are still written to the local disk.
+    pub fn with_source(
+        kv: Arc<dyn Kv>,
+        files: Arc<dyn ChunkStore>,
+        ces: Ces,
+        cfg: ChunkConfig,
+        source: impl FnOnce(LocalShards) -> Arc<dyn ShardSource>,
+    ) -> Chunks {
         let local = LocalShards::new(kv.clone(), files);
         let plane = Arc::new(Plane {
             ces,
             table: ChunkTable::new(kv),
-            source: Arc::new(local.clone()),
+            source: source(local.clone()),
             local,
             cache: ChunkCache::new(cfg.cache_capacity, cfg.cache_ttl),
             cfg,

@@ -11,7 +11,7 @@ use super::error::ChunkError;
 const CHUNK_RECORD_VERSION: u8 = 2;
 
 /// Where a chunk's own copy of its shards lives on this node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Location {
     /// In the index, beside the record (small encodings).
     Inline,

@@ -14,7 +14,7 @@ use crate::ces::ChunkId;
 use crate::store::{Batch, Cf, ChunkFiles, ChunkStore, Kv};
 
 /// Where one encoding's shards are kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ShardsAt {
     /// The chunk (inline shards are keyed by it).
     pub chunk: ChunkId,
