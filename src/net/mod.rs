@@ -1,10 +1,26 @@
-//! The network layer: the only module that will name `libp2p` (issue 12).
-//! So far it holds the shard protocol's wire format ([`wire`]); the swarm,
-//! its client, the membership roster and the guard come next, behind the
-//! seams the layers below already have (`placement::ShardTransport` to place
-//! shards, `chunks::ShardSource` to read them back).
+//! The network layer: the only module that names `libp2p`.
+//!
+//! * [`wire`]: the shard protocol's messages (`/pangea/shard/1`) and their
+//!   bounded, versioned bytes (always built: the fuzz targets use it).
+//! * [`codec`]: those messages over libp2p's request-response, length
+//!   checked before a byte is read.
+//! * [`swarm`]: one task owns the `Swarm` (TCP with noise and yamux, QUIC,
+//!   identify, ping, the shard protocol); the rest of the node holds a
+//!   [`swarm::NetClient`] whose calls block with a deadline.
+//!
+//! Next (issue 12): the membership roster enforced on every connection,
+//! invites, the guard, `pangea serve`'s store, and the network's
+//! `placement::ShardTransport` and `chunks::ShardSource`.
 //!
 //! May not: import `fs`, `workers` or `node` (the node wires the network
-//! in; the filesystem never waits on it directly).
+//! in; the filesystem never waits on it directly). mDNS and public
+//! bootstrap nodes are never used unless asked for.
 
+#[cfg(feature = "net")]
+pub mod codec;
+#[cfg(feature = "net")]
+pub mod swarm;
 pub mod wire;
+
+#[cfg(all(test, feature = "net"))]
+mod tests;

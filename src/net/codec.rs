@@ -1,0 +1,96 @@
+//! The request-response codec of `/pangea/shard/1`: each message is a
+//! 4-byte little-endian length, then the message ([`super::wire`]). The
+//! length is checked against the limit of its direction before a byte of
+//! the message is read (the built-in codecs cap requests at 1 MiB, below
+//! the largest shard).
+
+use std::io;
+
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use libp2p::StreamProtocol;
+use libp2p::request_response;
+
+use super::wire::{MAX_REQUEST_LEN, MAX_RESPONSE_LEN, Request, Response, WireError};
+
+/// See the module documentation.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ShardCodec;
+
+fn invalid(e: WireError) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
+/// Reads one length-prefixed message of at most `max` bytes.
+async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T, max: usize) -> io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    io.read_exact(&mut len).await?;
+    let n = u32::from_le_bytes(len) as usize;
+    if n > max {
+        return Err(invalid(WireError::TooLarge {
+            what: "a message",
+            max,
+            got: n,
+        }));
+    }
+    let mut buf = vec![0u8; n];
+    io.read_exact(&mut buf).await?;
+    Ok(buf)
+}
+
+/// Writes one length-prefixed message.
+async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, bytes: &[u8]) -> io::Result<()> {
+    let n = u32::try_from(bytes.len()).map_err(|_| {
+        invalid(WireError::TooLarge {
+            what: "a message",
+            max: u32::MAX as usize,
+            got: bytes.len(),
+        })
+    })?;
+    io.write_all(&n.to_le_bytes()).await?;
+    io.write_all(bytes).await?;
+    io.flush().await
+}
+
+impl request_response::Codec for ShardCodec {
+    type Protocol = StreamProtocol;
+    type Request = Request;
+    type Response = Response;
+
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Request>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        Request::decode(&read_frame(io, MAX_REQUEST_LEN).await?).map_err(invalid)
+    }
+
+    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Response>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        Response::decode(&read_frame(io, MAX_RESPONSE_LEN).await?).map_err(invalid)
+    }
+
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: Request,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        write_frame(io, &req.encode().map_err(invalid)?).await
+    }
+
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        res: Response,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        write_frame(io, &res.encode().map_err(invalid)?).await
+    }
+}
