@@ -243,3 +243,69 @@ mod tests {
         assert!(preflight(d.path(), true).is_ok());
     }
 }
+
+/// The default data dir of a storage node (apart from a filesystem
+/// node's, so both can run on one machine).
+pub fn default_serve_dir() -> Result<PathBuf, String> {
+    directories::ProjectDirs::from("", "", "pangea-serve")
+        .map(|d| d.data_dir().to_path_buf())
+        .ok_or_else(|| "cannot find a home directory for the data dir: pass --data-dir".into())
+}
+
+/// Parses a duration such as `90s`, `30m`, `24h`, `7d` (a bare number is
+/// seconds).
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (e.g. 90s, 30m, 24h, 7d)"))?;
+    let secs = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use s, m, h or d)")),
+    };
+    n.checked_mul(secs)
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| format!("{s:?} is too long"))
+}
+
+/// Parses a size such as `50G`, `512M`, `1T`, `4096` (bytes), powers of 1024.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 500M, 50G, 2T)"))?;
+    let shift = match unit.trim_end_matches(['B', 'b', 'i']) {
+        "" => 0,
+        "K" | "k" => 10,
+        "M" | "m" => 20,
+        "G" | "g" => 30,
+        "T" | "t" => 40,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use K, M, G or T)")),
+    };
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+#[cfg(test)]
+mod parse_tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_sizes_parse_and_bad_ones_say_why() {
+        assert_eq!(parse_duration("24h").unwrap().as_secs(), 86400);
+        assert_eq!(parse_duration("90").unwrap().as_secs(), 90);
+        assert_eq!(parse_duration("7d").unwrap().as_secs(), 7 * 86400);
+        assert!(parse_duration("1w").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("h").is_err());
+        assert_eq!(parse_size("50G").unwrap(), 50 << 30);
+        assert_eq!(parse_size("512MiB").unwrap(), 512 << 20);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert!(parse_size("3X").is_err());
+        assert!(parse_size("99999999999T").is_err());
+    }
+}

@@ -42,7 +42,7 @@ impl Chunks {
             .table
             .get(id)?
             .ok_or(ChunkError::Corrupt("extent names a missing chunk"))?;
-        let (plain, report) = match p.decode_stored(&entry) {
+        let (plain, report, remote) = match p.decode_stored(&entry) {
             Ok(x) => x,
             Err(e) => {
                 if matches!(e, ChunkError::Unreadable { .. }) {
@@ -54,7 +54,12 @@ impl Chunks {
         };
         bump(&p.stats.decoded, 1);
         let plain = Arc::new(plain);
-        if (!report.corrupt.is_empty() || !report.missing.is_empty()) && !p.cfg.read_only {
+        let damaged = !report.corrupt.is_empty() || !report.missing.is_empty();
+        if damaged && remote {
+            // Peers' copies: the network layer counted the bad ones against
+            // their holders; re-placing them is the healer's work.
+            warn!(chunk = %id, corrupt = ?report.corrupt, missing = ?report.missing, "chunk rebuilt from peers' shards");
+        } else if damaged && !p.cfg.read_only {
             warn!(chunk = %id, corrupt = ?report.corrupt, missing = ?report.missing, "damaged chunk rebuilt; rewriting its bad shards");
             match self.repair(&entry) {
                 Ok(()) => bump(&p.stats.repaired, 1),
@@ -163,7 +168,7 @@ impl Plane {
     /// Decodes a chunk from its shards. Reads only the k data shards first
     /// (the common case: no Reed-Solomon, 1/(k+m) less I/O); reads all
     /// shards when that is not enough.
-    fn decode_stored(&self, entry: &ChunkEntry) -> ChunkResult<(Vec<u8>, DecodeReport)> {
+    fn decode_stored(&self, entry: &ChunkEntry) -> ChunkResult<(Vec<u8>, DecodeReport, bool)> {
         let m = &entry.manifest;
         let s = m.shard_len as usize;
         let total = m.params.total();
@@ -181,13 +186,15 @@ impl Plane {
             && f.bytes.len().saturating_sub(f.start) >= k * s
             && let Ok(plain) = self.ces.decode_data_shards_at(m, f.bytes, f.start)
         {
-            return Ok((plain, DecodeReport::default()));
+            return Ok((plain, DecodeReport::default(), f.remote));
         }
         let all = self.source.get(&at, s, 0..total, Vec::new(), deadline)?;
+        let remote = all.as_ref().is_some_and(|f| f.remote);
         let view: Vec<Option<&[u8]>> = (0..total)
             .map(|i| all.as_ref().and_then(|f| f.shard(i, s)))
             .collect();
-        self.ces.decode(m, &view).map_err(unreadable)
+        let (plain, report) = self.ces.decode(m, &view).map_err(unreadable)?;
+        Ok((plain, report, remote))
     }
 
     /// Runs a job that holds the decode-ahead claim on `id`; if it panics,
@@ -230,7 +237,7 @@ impl Plane {
     /// reader's own path, which repairs it.
     fn prefetch(&self, entry: &ChunkEntry) {
         let plain = match self.decode_stored(entry) {
-            Ok((plain, report)) if report.corrupt.is_empty() && report.missing.is_empty() => {
+            Ok((plain, report, _)) if report.corrupt.is_empty() && report.missing.is_empty() => {
                 Some(plain)
             }
             _ => None,

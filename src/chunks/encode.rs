@@ -111,7 +111,7 @@ impl Plane {
     fn encode_with(&self, plain: &[u8], hint: &Hint<'_>, durable: bool) -> ChunkResult<Stored> {
         let enc = self
             .ces
-            .encode(plain, self.cfg.shard_params, hint)
+            .encode(plain, self.shard_params(), hint)
             .map_err(ChunkError::Encode)?;
         bump(&self.stats.encoded, 1);
         let (manifest, shards) = enc.into_parts();

@@ -137,6 +137,9 @@ struct Plane {
     source: Arc<dyn ShardSource>,
     cache: ChunkCache,
     cfg: ChunkConfig,
+    /// (k, m) of new encodings: `cfg.shard_params` until the node changes
+    /// it ([`Chunks::set_shard_params`]), as k << 16 | m.
+    params: std::sync::atomic::AtomicU32,
     stats: Counters,
     /// Chunks being decoded ahead of readers (no chunk twice at once).
     prefetching: Mutex<HashSet<ChunkId>>,
@@ -146,6 +149,14 @@ struct Plane {
     /// filesystem deletes them like any unreferenced file (once the batch
     /// that deleted the record is durable).
     orphans: Mutex<Vec<FileId>>,
+}
+
+impl Plane {
+    fn shard_params(&self) -> ShardParams {
+        let v = self.params.load(std::sync::atomic::Ordering::Relaxed);
+        let (k, m) = ((v >> 16) as u16, (v & 0xffff) as u16);
+        ShardParams::new(k, m).unwrap_or(self.cfg.shard_params)
+    }
 }
 
 /// See the module documentation.
@@ -169,6 +180,19 @@ impl Chunks {
         Chunks::with_source(kv, files, ces, cfg, |local| Arc::new(local))
     }
 
+    /// (k, m) for new encodings from now on (existing chunks keep theirs).
+    pub fn set_shard_params(&self, p: ShardParams) {
+        self.plane.params.store(
+            u32::from(p.k()) << 16 | u32::from(p.m()),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
+    /// (k, m) of new encodings.
+    pub fn shard_params(&self) -> ShardParams {
+        self.plane.shard_params()
+    }
+
     /// `new`, reading shards through the source `source` makes from the
     /// local one (e.g. the local disk first, then peers). New encodings and
     /// repairs are still written to the local disk.
@@ -186,6 +210,9 @@ impl Chunks {
             source: source(local.clone()),
             local,
             cache: ChunkCache::new(cfg.cache_capacity, cfg.cache_ttl),
+            params: std::sync::atomic::AtomicU32::new(
+                u32::from(cfg.shard_params.k()) << 16 | u32::from(cfg.shard_params.m()),
+            ),
             cfg,
             stats: Counters::default(),
             prefetching: Mutex::new(HashSet::new()),

@@ -30,6 +30,10 @@ pub struct ShardsAt {
 pub struct Fetched {
     pub bytes: Vec<u8>,
     pub start: usize,
+    /// The shards came from peers, not from this node's copy (which is
+    /// then missing or short): damage found in them is no reason to
+    /// rewrite the local copy.
+    pub remote: bool,
 }
 
 impl Fetched {
@@ -123,14 +127,22 @@ impl ShardSource for LocalShards {
                 return Ok(self
                     .files
                     .read_prefix_at(at.file.as_bytes(), len, buf)?
-                    .map(|(bytes, start)| Fetched { bytes, start }));
+                    .map(|(bytes, start)| Fetched {
+                        bytes,
+                        start,
+                        remote: false,
+                    }));
             }
             Location::File => self.files.read_all(at.file.as_bytes())?,
         };
         Ok(all.map(|bytes| {
             let end = bytes.len().min(from.saturating_add(len));
             let bytes = bytes.get(from..end).map(<[u8]>::to_vec).unwrap_or_default();
-            Fetched { bytes, start: 0 }
+            Fetched {
+                bytes,
+                start: 0,
+                remote: false,
+            }
         }))
     }
 

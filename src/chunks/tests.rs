@@ -57,7 +57,11 @@ impl ShardSource for Remote {
         {
             bytes[(i - want.start) * shard_len] ^= 0xff;
         }
-        Ok(Some(Fetched { bytes, start: 0 }))
+        Ok(Some(Fetched {
+            bytes,
+            start: 0,
+            remote: false,
+        }))
     }
 
     fn put(&self, at: &ShardsAt, shards: &[u8], _durable: bool) -> ChunkResult<()> {

@@ -318,6 +318,23 @@ impl Fs {
         cfg: FsConfig,
         root_owner: (u32, u32),
     ) -> FsResult<Fs> {
+        Fs::with_source(kv, chunks, ces, cfg, root_owner, |local, _| Arc::new(local))
+    }
+
+    /// `new`, with the chunk layer reading shards through the source that
+    /// `source` makes from the local disk and the index (the node's
+    /// network: the local disk first, then peers).
+    pub fn with_source(
+        kv: Arc<dyn Kv>,
+        chunks: Arc<dyn ChunkStore>,
+        ces: Ces,
+        cfg: FsConfig,
+        root_owner: (u32, u32),
+        source: impl FnOnce(
+            crate::chunks::LocalShards,
+            Arc<dyn Kv>,
+        ) -> Arc<dyn crate::chunks::ShardSource>,
+    ) -> FsResult<Fs> {
         let counted = Arc::new(CountingKv::new(kv));
         let kv: Arc<dyn Kv> = counted.clone();
         let next = match kv.get(Cf::Meta, META_NEXT_INO)? {
@@ -328,7 +345,8 @@ impl Fs {
             ),
             None => types::ROOT_INO.0 + 1,
         };
-        let chunks = Arc::new(Chunks::new(
+        let source_kv = kv.clone();
+        let chunks = Arc::new(Chunks::with_source(
             kv.clone(),
             chunks,
             ces,
@@ -339,6 +357,7 @@ impl Fs {
                 cache_ttl: cfg.cache_ttl,
                 read_only: cfg.read_only,
             },
+            move |local| source(local, source_kv),
         ));
         let fs = Fs {
             kv,

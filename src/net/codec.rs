@@ -10,6 +10,7 @@ use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::StreamProtocol;
 use libp2p::request_response;
 
+use super::member::{Invite, NetworkInfo, Role, SignedRoster};
 use super::wire::{MAX_REQUEST_LEN, MAX_RESPONSE_LEN, Request, Response, WireError};
 
 /// See the module documentation.
@@ -93,4 +94,119 @@ impl request_response::Codec for ShardCodec {
     {
         write_frame(io, &res.encode().map_err(invalid)?).await
     }
+}
+
+/// The membership protocol (`/pangea/member/1`): postcard messages
+/// ([`MemberRequest`], [`MemberResponse`]), length-prefixed like the shard
+/// protocol's and bounded by [`MAX_MEMBER_MSG`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MemberCodec;
+
+/// The largest membership message (a full roster and its signature).
+pub const MAX_MEMBER_MSG: usize = super::member::MAX_ROSTER_LEN + (8 << 10);
+
+fn postcard_invalid(_: postcard::Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, "malformed membership message")
+}
+
+impl request_response::Codec for MemberCodec {
+    type Protocol = StreamProtocol;
+    type Request = MemberRequest;
+    type Response = MemberResponse;
+
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<MemberRequest>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        postcard::from_bytes(&read_frame(io, MAX_MEMBER_MSG).await?).map_err(postcard_invalid)
+    }
+
+    async fn read_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+    ) -> io::Result<MemberResponse>
+    where
+        T: AsyncRead + Unpin + Send,
+    {
+        postcard::from_bytes(&read_frame(io, MAX_MEMBER_MSG).await?).map_err(postcard_invalid)
+    }
+
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: MemberRequest,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        write_frame(io, &postcard::to_allocvec(&req).map_err(postcard_invalid)?).await
+    }
+
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        res: MemberResponse,
+    ) -> io::Result<()>
+    where
+        T: AsyncWrite + Unpin + Send,
+    {
+        write_frame(io, &postcard::to_allocvec(&res).map_err(postcard_invalid)?).await
+    }
+}
+
+/// What members (and joiners) ask each other.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub enum MemberRequest {
+    /// Admit me with this invite (the only request a stranger may make).
+    Join {
+        invite: Invite,
+        role: Role,
+        name: String,
+        addrs: Vec<String>,
+    },
+    /// Here is my roster; send yours if it is newer.
+    Sync { roster: SignedRoster },
+}
+
+/// Why a join was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum JoinRefusal {
+    Expired,
+    UsedUp,
+    Forged,
+    OtherNetwork,
+    NotAdmin,
+    Malformed,
+    Banned,
+}
+
+impl std::fmt::Display for JoinRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            JoinRefusal::Expired => "the invite has expired; ask for a new one (pangea invite)",
+            JoinRefusal::UsedUp => "the invite has been used up; ask for a new one (pangea invite)",
+            JoinRefusal::Forged => "the invite was not signed by the network's admin key (forged or altered)",
+            JoinRefusal::OtherNetwork => "the invite is for another network",
+            JoinRefusal::NotAdmin => "the node dialled holds no admin key and cannot admit anyone",
+            JoinRefusal::Malformed => "the invite is damaged",
+            JoinRefusal::Banned => "this device is banned by the admin node (too many failed attempts); wait and retry",
+        })
+    }
+}
+
+/// The answers.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub enum MemberResponse {
+    /// Admitted: the network and the roster that names the newcomer.
+    Welcome {
+        network: NetworkInfo,
+        roster: SignedRoster,
+    },
+    /// The answer to a sync: our roster when it is newer than the one sent.
+    Roster { newer: Option<SignedRoster> },
+    /// Not admitted.
+    Refused(JoinRefusal),
 }

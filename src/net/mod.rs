@@ -19,6 +19,18 @@
 #[cfg(feature = "net")]
 pub mod codec;
 #[cfg(feature = "net")]
+pub mod guard;
+#[cfg(feature = "net")]
+pub mod held;
+#[cfg(feature = "net")]
+pub mod member;
+#[cfg(feature = "net")]
+pub mod online;
+#[cfg(feature = "net")]
+pub mod remote;
+#[cfg(feature = "net")]
+pub mod roster;
+#[cfg(feature = "net")]
 pub mod swarm;
 pub mod wire;
 

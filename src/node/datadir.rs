@@ -151,6 +151,12 @@ impl DataDir {
         self.root.join("chunks")
     }
 
+    /// The network's files: the device's identity, the network, the
+    /// roster (`net::member::MemberFiles`).
+    pub fn net_dir(&self) -> PathBuf {
+        self.root.join("net")
+    }
+
     /// Where write buffers spill (anonymous files only).
     pub fn staging_dir(&self) -> PathBuf {
         self.root.join("staging")

@@ -50,9 +50,16 @@
 //! drains the releases, stops the workers and closes the index in the same
 //! order, without the flush and the mark.
 
+pub mod control;
 pub mod datadir;
 pub mod offline;
 pub mod releases;
+#[cfg(feature = "net")]
+mod fit;
+#[cfg(feature = "net")]
+pub mod serve;
+#[cfg(feature = "net")]
+pub mod status;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -104,6 +111,13 @@ pub struct NodeConfig {
     pub clock: Arc<dyn Clock>,
     /// How long shutdown waits for the workers to stop.
     pub exit_deadline: Duration,
+    /// The network: Some, the node goes online (joining or creating a
+    /// network) and places its chunks on the storage members.
+    #[cfg(feature = "net")]
+    pub net: Option<crate::net::online::NetSetup>,
+    /// Choose (k, m) for new chunks from the storage members present
+    /// (false: `fs.shard_params` as given, e.g. `--k/--m`).
+    pub auto_params: bool,
 }
 
 impl NodeConfig {
@@ -119,6 +133,9 @@ impl NodeConfig {
             upload_tranquility: UPLOAD_TRANQUILITY,
             clock: Arc::new(SystemClock),
             exit_deadline: DEFAULT_EXIT_DEADLINE,
+            #[cfg(feature = "net")]
+            net: None,
+            auto_params: true,
         }
     }
 }
@@ -166,6 +183,9 @@ pub enum NodeError {
     /// A worker could not be started.
     #[error(transparent)]
     Worker(SpawnError),
+    /// The node could not go online.
+    #[error("network: {0}")]
+    Net(String),
 }
 
 /// What [`Node::shutdown`] did.
@@ -186,10 +206,17 @@ pub struct ShutdownReport {
 /// the release queue, then the workers, then the core (the index), then
 /// the data dir's lock.
 pub struct Node {
+    /// The control socket (`pangea status`...); closed first.
+    #[cfg(feature = "net")]
+    control: Option<control::ControlServer>,
     /// Runs releases off the front end's threads; drained first.
     releases: Arc<Releases>,
     /// The workers; stopped after the flush, before the index closes.
     runner: Runner,
+    /// The network (its runtime and swarm task); stopped after the
+    /// workers, which use it.
+    #[cfg(feature = "net")]
+    online: Option<crate::net::online::Online>,
     /// The filesystem core, which owns the index and the chunk files.
     fs: Arc<Fs>,
     /// Whether the last run marked the store clean (false: it crashed,
@@ -251,32 +278,117 @@ impl Node {
             .get(Cf::Meta, crate::fs::META_CLEAN)
             .map_err(NodeError::Index)?
             .is_some();
-        let upload = cfg.placer.is_some() && !ro;
+        #[cfg(feature = "net")]
+        let online = match cfg.net.as_ref().filter(|_| !ro) {
+            Some(setup) => Some(
+                crate::net::online::bring_up(
+                    &dir.net_dir(),
+                    setup,
+                    Arc::new(crate::net::online::StoresNothing),
+                )
+                .map_err(|e| NodeError::Net(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let mut placer = cfg.placer.clone();
+        let mut fs_params = cfg.fs.shard_params;
+        #[cfg(feature = "net")]
+        let mut remote: Option<(crate::net::swarm::NetClient, Arc<crate::net::roster::Membership>, Arc<crate::net::remote::RemoteStats>, Duration)> = None;
+        #[cfg(feature = "net")]
+        if let Some(on) = &online {
+            let client = on.client();
+            let me = client.local_peer_id();
+            let storage = on.members.storage_peers(&me).len();
+            if cfg.auto_params {
+                fs_params = params_for(storage).unwrap_or(fs_params);
+            }
+            tracing::info!(storage_members = storage, k = fs_params.k(), m = fs_params.m(), "online");
+            placer = Some(Arc::new(crate::net::remote::NetTransport::new(
+                client.clone(),
+                on.members.clone(),
+                on.stats.clone(),
+            )));
+            let op = cfg.net.as_ref().map_or(Duration::from_secs(10), |n| n.op_timeout);
+            remote = Some((client, on.members.clone(), on.stats.clone(), op));
+        }
+        let upload = placer.is_some() && !ro;
         let fs_cfg = FsConfig {
             staging_dir: Some(dir.staging_dir()),
             reserve: (!ro).then(|| dir.reserve.clone()),
             read_only: ro,
             upload,
+            shard_params: fs_params,
             ..cfg.fs
         };
         let ces = Ces::new(&dir.master, fs_cfg.policy).map_err(NodeError::Ces)?;
-        let fs = Fs::new(Arc::new(kv), Arc::new(chunks), ces, fs_cfg, cfg.root_owner)
-            .map_err(NodeError::Fs)?;
-        let fs = Arc::new(fs);
+        #[cfg(feature = "net")]
+        let fs = Fs::with_source(
+            Arc::new(kv),
+            Arc::new(chunks),
+            ces,
+            fs_cfg,
+            cfg.root_owner,
+            move |local, kv| -> Arc<dyn crate::chunks::ShardSource> {
+                match remote {
+                    Some((client, members, stats, op)) => Arc::new(
+                        crate::net::remote::RemoteShards::new(local, kv, client, members, op, stats),
+                    ),
+                    None => Arc::new(local),
+                }
+            },
+        );
+        #[cfg(not(feature = "net"))]
+        let fs = Fs::new(Arc::new(kv), Arc::new(chunks), ces, fs_cfg, cfg.root_owner);
+        let fs = Arc::new(fs.map_err(NodeError::Fs)?);
+        if upload {
+            // Chunks written before the node had peers are placed too.
+            fs.upload_queue()
+                .seed_unplaced()
+                .map_err(|e| NodeError::Fs(e.into()))?;
+        }
         if !ro && let Err(e) = dir.reserve.restore() {
             warn!(error = %e, bytes = dir.reserve.bytes(), "the data dir's disk is nearly full: no space set aside for the index (it is retried after deletions)");
         }
         let releases = Arc::new(Releases::start(fs.clone()));
         let runner = Runner::new(cfg.clock.clone());
-        if let Some(placer) = cfg.placer.filter(|_| upload) {
+        #[cfg(feature = "net")]
+        if let Some(on) = online.as_ref().filter(|_| cfg.auto_params) {
+            let fit = fit::FitParams {
+                chunks: fs.chunk_layer().clone(),
+                members: on.members.clone(),
+                client: on.client(),
+                alone: cfg.fs.shard_params,
+                changes: 0,
+            };
+            runner.spawn(Box::new(fit), 0).map_err(NodeError::Worker)?;
+        }
+        if let Some(placer) = placer.filter(|_| upload) {
             let uploader = UploaderWorker::new(fs.upload_queue(), placer, cfg.upload_interval);
             runner
                 .spawn(Box::new(uploader), cfg.upload_tranquility)
                 .map_err(NodeError::Worker)?;
         }
+        #[cfg(feature = "net")]
+        let control = if ro {
+            None
+        } else {
+            let handler =
+                status::mount_handler(fs.clone(), online.as_ref().map(|o| o.handle()));
+            match control::ControlServer::start(path, handler) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    warn!(error = %e, "no control socket: pangea status cannot reach this node");
+                    None
+                }
+            }
+        };
         Ok(Node {
+            #[cfg(feature = "net")]
+            control,
             releases,
             runner,
+            #[cfg(feature = "net")]
+            online,
             fs,
             last_run_clean,
             exit_deadline: cfg.exit_deadline,
@@ -304,6 +416,17 @@ impl Node {
         self.runner.spawn(worker, tranquility)
     }
 
+    /// The network, when the node is online.
+    #[cfg(feature = "net")]
+    pub fn online(&self) -> Option<&crate::net::online::Online> {
+        self.online.as_ref()
+    }
+
+    /// The data dir.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.dir.root
+    }
+
     /// The workers' status table.
     pub fn workers(&self) -> Vec<WorkerStatus> {
         self.runner.status()
@@ -320,13 +443,20 @@ impl Node {
     /// returned early: every step runs.
     pub fn shutdown(self) -> ShutdownReport {
         let Node {
+            #[cfg(feature = "net")]
+            control,
             releases,
             runner,
+            #[cfg(feature = "net")]
+            online,
             fs,
             exit_deadline,
             dir,
             ..
         } = self;
+        // The CLI's door closes first (it holds the filesystem).
+        #[cfg(feature = "net")]
+        drop(control);
         // 1, 2: stop intake, drain releases.
         releases.drain();
         drop(releases);
@@ -338,6 +468,9 @@ impl Node {
         // 4: stop workers.
         let workers_not_stopped = runner.shutdown(exit_deadline);
         drop(runner);
+        // The network goes with the workers that used it.
+        #[cfg(feature = "net")]
+        drop(online);
         // 5: mark clean, only if nothing can write after the mark.
         if workers_not_stopped.is_empty() {
             if let Err(e) = fs.shutdown() {
@@ -367,6 +500,20 @@ impl Node {
             index_closed,
         }
     }
+}
+
+/// (k, m) for new chunks with `storage` storage members: one shard per
+/// member, a third of them parity (any third of the members can be lost),
+/// at most 12 wide. None below two members (the local layout stays).
+pub fn params_for(storage: usize) -> Option<crate::ces::ShardParams> {
+    if storage < 2 {
+        return None;
+    }
+    let n = storage.min(12);
+    let m = n.div_ceil(3).max(1);
+    let k = n - m;
+    let (k, m) = if k == 0 { (1, 1) } else { (k, m) };
+    crate::ces::ShardParams::new(u16::try_from(k).ok()?, u16::try_from(m).ok()?).ok()
 }
 
 #[cfg(test)]

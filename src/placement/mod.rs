@@ -34,6 +34,17 @@ fn unix_now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// Chunks by how far they are placed ([`UploadQueue::health`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Health {
+    /// Every shard on a live peer.
+    pub placed: u64,
+    /// Some shards on live peers, not all.
+    pub degraded: u64,
+    /// No shard on a peer (only this node's copy).
+    pub local_only: u64,
+}
+
 /// The upload queue over the index (see [`queue`]).
 pub struct UploadQueue {
     /// The index holding the queue.
@@ -89,6 +100,137 @@ impl UploadQueue {
                     .ok_or(ChunkError::Corrupt("upload queue names an unknown peer"))?,
             },
         })
+    }
+
+    /// Queues the placement of every chunk that has no remote copy yet
+    /// (those written while the node was alone), once: the first time the
+    /// node goes online.
+    pub fn seed_unplaced(&self) -> ChunkResult<u64> {
+        const SEEDED: &[u8] = b"placement_seeded";
+        if self.kv.get(Cf::Meta, SEEDED)?.is_some() {
+            return Ok(0);
+        }
+        let table = self.chunks.table();
+        let _records = table.lock();
+        let mut b = Batch::new();
+        let mut n = 0u64;
+        let mut bad = None;
+        self.kv.scan(Cf::Chunk, &[], &[], &mut |k, v| {
+            match (<[u8; 32]>::try_from(k), crate::chunks::ChunkRecord::decode(v)) {
+                (Ok(id), Ok(rec)) if rec.holders.is_empty() => {
+                    queue::place(&mut b, &ChunkId(id));
+                    n += 1;
+                }
+                (Ok(_), Ok(_)) => {}
+                _ => bad = Some(key_hex(k)),
+            }
+            true
+        })?;
+        if let Some(k) = bad {
+            warn!(key = %k, "a malformed chunk record was not queued for placement");
+        }
+        b.put(Cf::Meta, SEEDED, &[1]);
+        self.kv.write(b, true)?;
+        Ok(n)
+    }
+
+    /// Forgets every copy `peer` holds (it was removed from the network, or
+    /// is lost): its holder entries go, and each chunk that had one is
+    /// queued to be placed again. Returns how many chunks were queued.
+    pub fn forget_peer(&self, peer: &PeerId) -> ChunkResult<u64> {
+        let mut by_id = vec![b'i'];
+        by_id.extend_from_slice(peer.as_bytes());
+        let Some(v) = self.kv.get(Cf::Peer, &by_id)? else {
+            return Ok(0);
+        };
+        let number = u32::from_le_bytes(
+            v.as_slice()
+                .try_into()
+                .map_err(|_| ChunkError::Corrupt("peer table"))?,
+        );
+        let table = self.chunks.table();
+        let _records = table.lock();
+        let mut hit = Vec::new();
+        self.kv.scan(Cf::Chunk, &[], &[], &mut |k, v| {
+            if let (Ok(id), Ok(rec)) = (<[u8; 32]>::try_from(k), crate::chunks::ChunkRecord::decode(v))
+                && rec.holders.iter().any(|h| h.peer == number)
+            {
+                hit.push(ChunkId(id));
+            }
+            true
+        })?;
+        let mut b = Batch::new();
+        for id in &hit {
+            if let Some(mut rec) = table.record(id)? {
+                rec.holders.retain(|h| h.peer != number);
+                table.put(&mut b, id, &rec);
+                queue::place(&mut b, id);
+            }
+        }
+        self.kv.write(b, true)?;
+        Ok(hit.len() as u64)
+    }
+
+    /// Chunks waiting to be placed, and the bytes of their shards.
+    pub fn backlog(&self) -> ChunkResult<(u64, u64)> {
+        let mut chunks = 0u64;
+        let mut ids = Vec::new();
+        self.kv.scan(Cf::Upload, &[b'P'], &[], &mut |k, _| {
+            chunks += 1;
+            if let Ok(id) = <[u8; 32]>::try_from(&k[1..]) {
+                ids.push(ChunkId(id));
+            }
+            true
+        })?;
+        let mut bytes = 0u64;
+        for id in ids {
+            if let Ok(Some(e)) = self.chunks.table().get(&id) {
+                let m = &e.manifest;
+                bytes += u64::from(m.shard_len) * m.params.total() as u64;
+            }
+        }
+        Ok((chunks, bytes))
+    }
+
+    /// How the chunks stand on peers: every shard placed on a live peer,
+    /// some, or none (`live` says whether a holder still counts).
+    pub fn health(&self, live: &dyn Fn(&PeerId) -> bool) -> ChunkResult<Health> {
+        let mut h = Health::default();
+        let mut names: std::collections::HashMap<u32, bool> = std::collections::HashMap::new();
+        let mut records = Vec::new();
+        self.kv.scan(Cf::Chunk, &[], &[], &mut |_, v| {
+            if let Ok(rec) = crate::chunks::ChunkRecord::decode(v) {
+                records.push(rec);
+            }
+            true
+        })?;
+        for rec in records {
+            let total = crate::ces::Manifest::decode(&rec.manifest)
+                .map(|m| m.params.total())
+                .unwrap_or(0);
+            let mut shards = std::collections::HashSet::new();
+            for holder in &rec.holders {
+                let ok = match names.get(&holder.peer) {
+                    Some(ok) => *ok,
+                    None => {
+                        let ok = self.peers.identity(holder.peer)?.is_some_and(|p| live(&p));
+                        names.insert(holder.peer, ok);
+                        ok
+                    }
+                };
+                if ok {
+                    shards.insert(holder.shard);
+                }
+            }
+            if shards.is_empty() {
+                h.local_only += 1;
+            } else if shards.len() >= total {
+                h.placed += 1;
+            } else {
+                h.degraded += 1;
+            }
+        }
+        Ok(h)
     }
 
     /// Entries in the queue (due or not).

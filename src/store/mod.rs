@@ -94,11 +94,14 @@ pub enum Cf {
     /// Peers that hold shards: small numbers (used in chunk records) and
     /// their identities, both ways.
     Peer,
+    /// On a storage node: the shards it holds for each member (owner,
+    /// address, size).
+    Held,
 }
 
 impl Cf {
     /// Every column family, in a fixed order (the order of [`Cf::index`]).
-    pub const ALL: [Cf; 12] = [
+    pub const ALL: [Cf; 13] = [
         Cf::Meta,
         Cf::Inode,
         Cf::Dentry,
@@ -111,6 +114,7 @@ impl Cf {
         Cf::Gc,
         Cf::Upload,
         Cf::Peer,
+        Cf::Held,
     ];
 
     /// The on-disk name of the column family.
@@ -128,6 +132,7 @@ impl Cf {
             Cf::Gc => "gc",
             Cf::Upload => "upload",
             Cf::Peer => "peer",
+            Cf::Held => "held",
         }
     }
 

@@ -20,6 +20,8 @@ use crate::placement::{PlaceError, Placed, QueuedUpload, ShardTransport, UploadQ
 
 /// Entries taken from the queue per round.
 const BATCH: usize = 64;
+/// Entries handled at once.
+const PARALLEL: usize = 4;
 
 /// Why one step of the uploader failed (the entry is retried later).
 #[derive(Debug, thiserror::Error)]
@@ -150,15 +152,26 @@ pub fn run_round(
 ) -> ChunkResult<usize> {
     let due = queue.due(BATCH)?;
     let n = due.len();
-    for q in due {
-        if let Err(why) = step(queue, placer, stats, &q) {
-            stats.failures.fetch_add(1, Ordering::Relaxed);
-            debug!(task = ?kind(&q.task), attempts = q.entry.attempts + 1, error = %why, "upload step failed; retried later");
-            if let Err(e) = queue.failed(&q) {
-                warn!(error = %e, "cannot reschedule an upload entry");
-            }
+    // Several chunks at once: each places its k+m shards concurrently, so
+    // a node keeps (k+m) x PARALLEL shards in flight (at least 8).
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..PARALLEL.min(n) {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(q) = due.get(i) else { break };
+                    if let Err(why) = step(queue, placer, stats, q) {
+                        stats.failures.fetch_add(1, Ordering::Relaxed);
+                        debug!(task = ?kind(&q.task), attempts = q.entry.attempts + 1, error = %why, "upload step failed; retried later");
+                        if let Err(e) = queue.failed(q) {
+                            warn!(error = %e, "cannot reschedule an upload entry");
+                        }
+                    }
+                }
+            });
         }
-    }
+    });
     Ok(n)
 }
 

@@ -12,6 +12,8 @@ use clap::Parser;
 use nix::sys::signal::{SigSet, Signal};
 use pangea::ces::ShardParams;
 use pangea::fs::FsConfig;
+use pangea::net::member::Role;
+use pangea::net::online::NetSetup;
 use pangea::node::{Node, NodeConfig};
 use pangea_mount::cli::{default_data_dir, parse_options, preflight};
 use pangea_mount::fuse::FuseFs;
@@ -44,12 +46,32 @@ struct Args {
     /// Seconds a cached chunk lives after its last read.
     #[arg(long, default_value_t = 600)]
     cache_ttl: u64,
-    /// Data shards per new chunk.
-    #[arg(long, default_value_t = ShardParams::LOCAL.k())]
-    k: u16,
-    /// Parity shards per new chunk.
-    #[arg(long, default_value_t = ShardParams::LOCAL.m())]
-    m: u16,
+    /// Data shards per new chunk (default: 16 alone; with peers, fitted to
+    /// the storage members present).
+    #[arg(long)]
+    k: Option<u16>,
+    /// Parity shards per new chunk (default: 2 alone; with peers, a third
+    /// of the storage members).
+    #[arg(long)]
+    m: Option<u16>,
+    /// Listen for peers on this multiaddr (repeatable). Turns the network
+    /// on; a data dir that has a network listens on TCP and QUIC port 7410
+    /// of every interface by default.
+    #[arg(long)]
+    listen: Vec<String>,
+    /// Join a network with an invite token (from `pangea invite`).
+    #[arg(long)]
+    join: Option<String>,
+    /// Turn the network on (a new network, this node its admin) without
+    /// naming addresses.
+    #[arg(long)]
+    network: bool,
+    /// The longest a read waits on peers, in seconds, before EIO.
+    #[arg(long, default_value_t = 10)]
+    op_timeout: u64,
+    /// This node's name in the roster (default: the host name).
+    #[arg(long)]
+    name: Option<String>,
     /// FUSE worker threads (default: one per core, at least 2).
     #[arg(long)]
     threads: Option<usize>,
@@ -88,7 +110,11 @@ fn main() {
 
 fn run(args: Args) -> Result<(), String> {
     let opts = parse_options(&args.options)?;
-    let params = ShardParams::new(args.k, args.m).map_err(|e| format!("--k/--m: {e}"))?;
+    let params = ShardParams::new(
+        args.k.unwrap_or(ShardParams::LOCAL.k()),
+        args.m.unwrap_or(ShardParams::LOCAL.m()),
+    )
+    .map_err(|e| format!("--k/--m: {e}"))?;
     let mountpoint = preflight(&args.mountpoint, opts.nonempty)?;
     let data_dir = match &args.data_dir {
         Some(d) => d.clone(),
@@ -227,6 +253,20 @@ fn serve(
             nix::unistd::getuid().as_raw(),
             nix::unistd::getgid().as_raw(),
         );
+        cfg.auto_params = args.k.is_none() && args.m.is_none();
+        let has_network = data_dir.join("net").join("network").exists();
+        if !args.listen.is_empty() || args.join.is_some() || args.network || has_network {
+            let mut net = NetSetup::new(Role::Mount);
+            if !args.listen.is_empty() {
+                net.listen = args.listen.clone();
+            }
+            net.join = args.join.clone();
+            net.op_timeout = Duration::from_secs(args.op_timeout.max(1));
+            if let Some(n) = &args.name {
+                net.name = n.clone();
+            }
+            cfg.net = Some(net);
+        }
         let node = Node::open(cfg).map_err(|e| e.to_string())?;
         let mut config = fuser::Config::default();
         config.mount_options = opts.fuse.clone();

@@ -1,0 +1,120 @@
+//! `pangea status` and `pangea peers` for people: the JSON the node
+//! answers, as a few lines.
+
+use serde_json::Value;
+
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+fn u(v: &Value, path: &[&str]) -> u64 {
+    let mut cur = v;
+    for p in path {
+        cur = &cur[*p];
+    }
+    cur.as_u64().unwrap_or(0)
+}
+
+/// The status, for people.
+pub fn status(v: &Value) -> String {
+    let mut out = String::new();
+    let role = v["role"].as_str().unwrap_or("?");
+    let id = &v["network"]["identity"];
+    if id.is_null() {
+        out.push_str("network: none (this node is alone; its data lives on this disk only)\n");
+    } else {
+        out.push_str(&format!(
+            "node {} ({role}) on network {}{}\n",
+            id["peer_id"].as_str().unwrap_or("?"),
+            id["network"].as_str().unwrap_or("?"),
+            if id["admin"].as_bool() == Some(true) {
+                ", admin"
+            } else {
+                ""
+            }
+        ));
+    }
+    if role == "mount" {
+        let chunks = u(v, &["upload_backlog", "chunks"]);
+        let verdict = if id.is_null() {
+            "LOCAL ONLY: add a machine (pangea invite) to protect against losing this disk"
+                .to_string()
+        } else if v["safe_to_unplug"].as_bool() == Some(true) {
+            "SAFE TO UNPLUG: every chunk is on the peers".to_string()
+        } else if chunks == 0 {
+            "NOT SAFE: some chunks lack copies on peers (see below)".to_string()
+        } else {
+            format!(
+                "UPLOADING: {chunks} chunk(s), {} still to place on peers",
+                bytes(u(v, &["upload_backlog", "bytes"]))
+            )
+        };
+        out.push_str(&format!("{verdict}\n"));
+        out.push_str(&format!(
+            "chunks: {} placed, {} degraded, {} local only, {} lost\n",
+            u(v, &["chunks", "placed"]),
+            u(v, &["chunks", "degraded"]),
+            u(v, &["chunks", "local_only"]),
+            u(v, &["chunks", "lost"])
+        ));
+    } else {
+        out.push_str(&format!(
+            "holding {} shard(s), {} of {} quota\n",
+            u(v, &["held", "shards"]),
+            bytes(u(v, &["held", "bytes"])),
+            bytes(u(v, &["held", "quota"]))
+        ));
+    }
+    let g = &v["network"]["guard"];
+    if !g.is_null() {
+        out.push_str(&format!(
+            "guard: {} accepted, {} refused, {} throttled, {} banned; {} in, {} out\n",
+            u(g, &["accepted"]),
+            u(g, &["refused"]),
+            u(g, &["throttled"]),
+            u(g, &["banned"]),
+            bytes(u(g, &["bytes_in"])),
+            bytes(u(g, &["bytes_out"]))
+        ));
+    }
+    out.push_str(&peers(&v["peers"]));
+    out
+}
+
+/// The members, one line each.
+pub fn peers(v: &Value) -> String {
+    let list = v.as_array().cloned().unwrap_or_default();
+    if list.is_empty() {
+        return "peers: none\n".into();
+    }
+    let mut out = format!("peers ({}):\n", list.len());
+    for p in list {
+        let rtt = p["rtt_ms"]
+            .as_f64()
+            .map_or_else(|| "-".to_string(), |r| format!("{r:.1} ms"));
+        out.push_str(&format!(
+            "  {:<10} {:<6} {:<13} rtt {:<9} {}\n",
+            p["name"].as_str().unwrap_or("?"),
+            p["role"].as_str().unwrap_or("?"),
+            if p["connected"].as_bool() == Some(true) {
+                "connected"
+            } else {
+                "NOT CONNECTED"
+            },
+            rtt,
+            p["id"].as_str().unwrap_or("?"),
+        ));
+    }
+    out
+}

@@ -1,0 +1,275 @@
+//! Bringing a node onto its network: its identity, its membership (an
+//! existing one, a join with a token, or, for the first filesystem node, a
+//! new network), and the running swarm. The node calls [`bring_up`] with
+//! text options; nothing outside `net` names libp2p.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use libp2p::{Multiaddr, PeerId};
+use tracing::info;
+
+use super::guard::GuardConfig;
+use super::member::{Invite, MemberError, MemberFiles, Role};
+use super::remote::RemoteStats;
+use super::roster::Membership;
+use super::swarm::{NetClient, NetConfig, NetError, Network, ShardService, join};
+use super::wire::{Refusal, Request, Response};
+
+/// The port Pangea listens on by default (TCP and QUIC).
+pub const DEFAULT_PORT: u16 = 7410;
+/// How long a join may take.
+pub const JOIN_DEADLINE: Duration = Duration::from_secs(15);
+
+/// The default listen addresses: TCP and QUIC on every interface.
+pub fn default_listen() -> Vec<String> {
+    vec![
+        format!("/ip4/0.0.0.0/tcp/{DEFAULT_PORT}"),
+        format!("/ip4/0.0.0.0/udp/{DEFAULT_PORT}/quic-v1"),
+    ]
+}
+
+/// How a node goes online.
+#[derive(Clone, Debug)]
+pub struct NetSetup {
+    /// Listen addresses (multiaddrs).
+    pub listen: Vec<String>,
+    /// An invite token to join with (ignored when already a member of the
+    /// token's network).
+    pub join: Option<String>,
+    pub role: Role,
+    /// The node's name in the roster.
+    pub name: String,
+    /// The longest a read waits on peers.
+    pub op_timeout: Duration,
+    pub guard: GuardConfig,
+}
+
+impl NetSetup {
+    pub fn new(role: Role) -> NetSetup {
+        NetSetup {
+            listen: default_listen(),
+            join: None,
+            role,
+            name: host_name(),
+            op_timeout: Duration::from_secs(10),
+            guard: GuardConfig::default(),
+        }
+    }
+}
+
+/// This machine's host name (the default member name).
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "pangea".into())
+}
+
+/// A node on its network.
+pub struct Online {
+    pub network: Network,
+    pub members: Arc<Membership>,
+    pub stats: Arc<RemoteStats>,
+}
+
+impl Online {
+    /// A cloneable handle for the control socket.
+    pub fn handle(&self) -> OnlineHandle {
+        OnlineHandle {
+            client: self.network.client(),
+            members: self.members.clone(),
+            stats: self.stats.clone(),
+            guard: self.network.guard().clone(),
+        }
+    }
+
+    pub fn client(&self) -> NetClient {
+        self.network.client()
+    }
+
+    pub fn peer_id(&self) -> String {
+        self.network.client().local_peer_id().to_string()
+    }
+}
+
+/// What the control socket needs of the network.
+#[derive(Clone)]
+pub struct OnlineHandle {
+    pub client: NetClient,
+    pub members: Arc<Membership>,
+    pub stats: Arc<RemoteStats>,
+    pub guard: Arc<super::guard::Guard>,
+}
+
+impl OnlineHandle {
+    /// A new invite token (admin nodes only) that dials this node.
+    pub fn invite(&self, expires: Duration, uses: u16) -> Result<String, NetError> {
+        let me = self.client.local_peer_id();
+        let addrs = dialable(self.client.listeners()?);
+        Ok(self.members.invite(expires, uses, vec![(me, addrs)])?)
+    }
+
+    /// Removes member `peer` (text peer id; admin nodes only) and tells
+    /// every connected member.
+    pub fn remove(&self, peer: &str) -> Result<crate::placement::PeerId, NetError> {
+        let p: PeerId = peer
+            .parse()
+            .map_err(|_| NetError::Transport(format!("{peer:?} is not a peer id")))?;
+        if !self.members.is_member(&p) {
+            return Err(NetError::NotMember(p));
+        }
+        self.members.remove(&p)?;
+        self.client.push_roster()?;
+        Ok(crate::placement::PeerId(p.to_bytes()))
+    }
+
+    /// Every other member: name, role, connection, RTT; and the guard's
+    /// counters for it.
+    pub fn peers_json(&self) -> serde_json::Value {
+        let me = self.client.local_peer_id();
+        let roster = self.members.roster();
+        let state = self.client.peers().unwrap_or_default();
+        let counters: std::collections::HashMap<String, super::guard::PeerCounters> = self
+            .guard
+            .peer_counters()
+            .into_iter()
+            .map(|(p, c)| (p.to_string(), c))
+            .collect();
+        let mut out = Vec::new();
+        for m in &roster.members {
+            let Some(p) = m.peer_id() else { continue };
+            if p == me {
+                continue;
+            }
+            let id = p.to_string();
+            let st = state.iter().find(|s| s.peer == id);
+            out.push(serde_json::json!({
+                "id": id,
+                "name": m.name,
+                "role": format!("{:?}", m.role).to_lowercase(),
+                "addrs": m.addrs,
+                "connected": st.is_some_and(|s| s.connected),
+                "rtt_ms": st.and_then(|s| s.rtt_ms),
+                "guard": counters.get(&id),
+            }));
+        }
+        serde_json::Value::Array(out)
+    }
+
+    /// This node's network, as JSON.
+    pub fn identity_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "peer_id": self.client.local_peer_id().to_string(),
+            "network": self.members.network().id_hex(),
+            "admin": self.members.is_admin(),
+            "roster_epoch": self.members.epoch(),
+            "listen": self.client.listeners().unwrap_or_default().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        })
+    }
+
+    /// Is `peer` (a placement peer id) a member now?
+    pub fn is_live(&self, peer: &crate::placement::PeerId) -> bool {
+        PeerId::from_bytes(peer.as_bytes()).is_ok_and(|p| self.members.is_member(&p))
+    }
+}
+
+/// Listen addresses others can dial: wildcard ones are left out (the
+/// swarm reports each interface's address for them).
+fn dialable(addrs: Vec<Multiaddr>) -> Vec<Multiaddr> {
+    addrs
+        .into_iter()
+        .filter(|a| {
+            !a.iter().any(|p| match p {
+                libp2p::multiaddr::Protocol::Ip4(ip) => ip.is_unspecified(),
+                libp2p::multiaddr::Protocol::Ip6(ip) => ip.is_unspecified(),
+                _ => false,
+            })
+        })
+        .collect()
+}
+
+/// Answers shard requests on a node that stores nothing for others (a
+/// filesystem node): every put is "full", every get "not found".
+pub struct StoresNothing;
+
+impl ShardService for StoresNothing {
+    fn serve(&self, _: &PeerId, request: Request) -> Response {
+        match request {
+            Request::Put { .. } => Response::Refused(Refusal::Full),
+            Request::Has { addresses } => Response::Have {
+                held: vec![false; addresses.len()],
+            },
+            Request::Delete { .. } => Response::Deleted { existed: false },
+            Request::List { .. } => Response::Listed {
+                addresses: Vec::new(),
+                more: false,
+            },
+            Request::Get { .. } => Response::Refused(Refusal::NotFound),
+        }
+    }
+}
+
+/// Brings the node whose network files are in `dir` online (see the module
+/// documentation). A storage node must have joined (now or before); a
+/// filesystem node without a network creates one.
+pub fn bring_up(
+    dir: &Path,
+    setup: &NetSetup,
+    service: Arc<dyn ShardService>,
+) -> Result<Online, NetError> {
+    let files = MemberFiles::new(dir);
+    let keypair = files.identity()?;
+    let me = keypair.public().to_peer_id();
+    let mut listen = Vec::with_capacity(setup.listen.len());
+    for a in &setup.listen {
+        listen.push(
+            a.parse::<Multiaddr>()
+                .map_err(|e| NetError::Transport(format!("--listen {a}: {e}")))?,
+        );
+    }
+    let existing = Membership::open(MemberFiles::new(dir))?;
+    let members = match (existing, &setup.join) {
+        (Some(m), Some(token)) => {
+            let (_, body) = Invite::parse(token)?;
+            if body.network != *m.network() {
+                return Err(NetError::Transport(format!(
+                    "this data dir already belongs to network {}; use another --data-dir to join another network",
+                    m.network().id_hex()
+                )));
+            }
+            info!("already a member of the invite's network; the token is not used");
+            m
+        }
+        (Some(m), None) => m,
+        (None, Some(token)) => {
+            let w = join(&keypair, token, setup.role, &setup.name, &listen, JOIN_DEADLINE)?;
+            let m = Membership::joined(files, w.network, w.roster, &me)?;
+            info!(network = %m.network().id_hex(), "joined the network");
+            m
+        }
+        (None, None) => match setup.role {
+            Role::Mount => Membership::create(files, &me, setup.role, &setup.name, &[])?,
+            Role::Serve => {
+                return Err(NetError::Member(MemberError::Io(
+                    "this storage node belongs to no network yet: run `pangea invite` on the first node and start this one with `pangea serve --join TOKEN`".into(),
+                )));
+            }
+        },
+    };
+    let members = Arc::new(members);
+    let mut cfg = NetConfig::new(keypair, listen);
+    cfg.guard = setup.guard.clone();
+    let network = Network::start(cfg, members.clone(), service)?;
+    if members.is_admin() {
+        let addrs = dialable(network.client().listeners()?);
+        members.set_own_addrs(&me, &addrs)?;
+    }
+    Ok(Online {
+        network,
+        members,
+        stats: Arc::new(RemoteStats::default()),
+    })
+}

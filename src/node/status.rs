@@ -1,0 +1,117 @@
+//! What `pangea status` and `pangea peers` show, as JSON, and the control
+//! socket's handler for each kind of node (docs: README, "pangea status").
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::control::{ControlRequest, Handler};
+use crate::fs::Fs;
+use crate::net::held::HeldStore;
+use crate::net::online::OnlineHandle;
+
+/// The longest an invite may live.
+const MAX_INVITE: Duration = Duration::from_secs(30 * 24 * 3600);
+
+fn network_json(net: Option<&OnlineHandle>) -> Value {
+    match net {
+        Some(n) => {
+            let s = &n.stats;
+            json!({
+                "identity": n.identity_json(),
+                "guard": n.guard.totals(),
+                "transfers": {
+                    "puts": s.puts.load(Ordering::Relaxed),
+                    "put_failures": s.put_failures.load(Ordering::Relaxed),
+                    "shards_fetched": s.shards_fetched.load(Ordering::Relaxed),
+                    "bytes_fetched": s.bytes_fetched.load(Ordering::Relaxed),
+                    "bad_shards": s.bad_shards.load(Ordering::Relaxed),
+                    "fetch_failures": s.fetch_failures.load(Ordering::Relaxed),
+                    "hedged": s.hedged.load(Ordering::Relaxed),
+                },
+            })
+        }
+        None => Value::Null,
+    }
+}
+
+/// A filesystem node's status.
+pub fn mount_status(fs: &Fs, net: Option<&OnlineHandle>) -> Result<Value, String> {
+    let queue = fs.upload_queue();
+    let (chunks, bytes) = queue.backlog().map_err(|e| e.to_string())?;
+    let health = queue
+        .health(&|p| net.is_some_and(|n| n.is_live(p)))
+        .map_err(|e| e.to_string())?;
+    let stats = fs.chunk_layer().stats();
+    Ok(json!({
+        "role": "mount",
+        "peers": net.map_or(Value::Array(Vec::new()), OnlineHandle::peers_json),
+        "upload_backlog": { "chunks": chunks, "bytes": bytes },
+        "safe_to_unplug": net.is_some()
+            && chunks == 0
+            && health.degraded == 0
+            && health.local_only == 0,
+        "chunks": {
+            "placed": health.placed,
+            "degraded": health.degraded,
+            "local_only": health.local_only,
+            "lost": stats.lost,
+        },
+        "network": network_json(net),
+    }))
+}
+
+/// A storage node's status.
+pub fn serve_status(held: &HeldStore, net: &OnlineHandle) -> Value {
+    json!({
+        "role": "serve",
+        "peers": net.peers_json(),
+        "held": held.stats(),
+        "network": network_json(Some(net)),
+    })
+}
+
+fn network_request(net: Option<&OnlineHandle>, req: &ControlRequest) -> Result<Value, String> {
+    let net = net.ok_or("this node is not on a network (mount with --listen or --join)")?;
+    match req {
+        ControlRequest::Peers => Ok(net.peers_json()),
+        ControlRequest::Invite { expires_s, uses } => {
+            let expires = Duration::from_secs(*expires_s).min(MAX_INVITE);
+            let token = net.invite(expires, *uses).map_err(|e| e.to_string())?;
+            Ok(json!({ "token": token, "expires_s": expires.as_secs(), "uses": uses }))
+        }
+        ControlRequest::Remove { peer } => {
+            net.remove(peer).map_err(|e| e.to_string())?;
+            Ok(json!({ "removed": peer }))
+        }
+        ControlRequest::Status => Err("unreachable".into()),
+    }
+}
+
+/// The control socket's handler on a filesystem node.
+pub fn mount_handler(fs: Arc<Fs>, net: Option<OnlineHandle>) -> Arc<Handler> {
+    Arc::new(move |req: &ControlRequest| match req {
+        ControlRequest::Status => mount_status(&fs, net.as_ref()),
+        ControlRequest::Remove { peer } => {
+            let net = net.as_ref().ok_or("this node is not on a network")?;
+            let gone = net.remove(peer).map_err(|e| e.to_string())?;
+            // Its copies count as lost: their chunks are placed again.
+            let requeued = fs
+                .upload_queue()
+                .forget_peer(&gone)
+                .map_err(|e| e.to_string())?;
+            Ok(json!({ "removed": peer, "chunks_to_place_again": requeued }))
+        }
+        other => network_request(net.as_ref(), other),
+    })
+}
+
+/// The control socket's handler on a storage node.
+pub fn serve_handler(held: Arc<HeldStore>, net: OnlineHandle) -> Arc<Handler> {
+    Arc::new(move |req: &ControlRequest| match req {
+        ControlRequest::Status => Ok(serve_status(&held, &net)),
+        other => network_request(Some(&net), other),
+    })
+}
