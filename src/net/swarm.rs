@@ -897,7 +897,9 @@ impl Task {
                     } else if let (MemberResponse::Roster { newer }, Some(m)) =
                         (response, self.members.clone())
                     {
-                        m.mark_synced();
+                        if m.is_member(&peer) {
+                            m.mark_synced();
+                        }
                         if let Some(r) = newer {
                             match m.offer(&r) {
                                 Ok(true) => self.enforce_roster(),
@@ -953,6 +955,7 @@ impl Task {
         };
         match request {
             MemberRequest::Sync { roster } => {
+                let valid = roster.verify(m.network());
                 let taken = match m.offer(&roster) {
                     Ok(t) => t,
                     Err(e) => {
@@ -960,9 +963,14 @@ impl Task {
                         false
                     }
                 };
-                m.mark_synced();
-                let theirs = roster.verify(m.network()).map(|b| b.epoch).unwrap_or(0);
-                let newer = (m.epoch() > theirs).then(|| m.signed());
+                // Only members learn the roster (who is in, and where).
+                let newer = match valid {
+                    Ok(theirs) if m.is_member(&peer) => {
+                        m.mark_synced();
+                        (m.epoch() > theirs.epoch).then(|| m.signed())
+                    }
+                    _ => None,
+                };
                 let _ = self
                     .swarm
                     .behaviour_mut()
