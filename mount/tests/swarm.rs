@@ -85,7 +85,10 @@ impl Serve {
         loop {
             let text = fs::read_to_string(&self.out).unwrap_or_default();
             if text.contains("listening on") {
-                if let Some(l) = text.lines().find(|l| l.starts_with("pangea serve: peer id ")) {
+                if let Some(l) = text
+                    .lines()
+                    .find(|l| l.starts_with("pangea serve: peer id "))
+                {
                     self.peer = l["pangea serve: peer id ".len()..].trim().to_owned();
                 }
                 return;
@@ -94,7 +97,10 @@ impl Serve {
                 self.child = None;
                 panic!("pangea serve exited with {st}:\n{text}");
             }
-            assert!(t.elapsed() < Duration::from_secs(30), "serve did not start:\n{text}");
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "serve did not start:\n{text}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -221,14 +227,20 @@ fn mixed_tree(dir: &Path, rng: &mut Rng, total: usize) -> Vec<PathBuf> {
     }
     let mut t = String::with_capacity(text);
     while t.len() < text {
-        t.push_str(&format!("line {} of a log, value {}\n", t.len(), rng.next_u64() % 1000));
+        t.push_str(&format!(
+            "line {} of a log, value {}\n",
+            t.len(),
+            rng.next_u64() % 1000
+        ));
     }
     fs::write(dir.join("log.txt"), t).expect("write");
     let mut written = 0;
     let mut n = 0;
     while written < small {
         let len = rng.range(1, 40_000) as usize;
-        let b: Vec<u8> = (0..len).map(|_| (rng.next_u64() % 64) as u8 + b' ').collect();
+        let b: Vec<u8> = (0..len)
+            .map(|_| (rng.next_u64() % 64) as u8 + b' ')
+            .collect();
         fs::write(dir.join(format!("small/f{n:05}")), b).expect("write");
         written += len;
         n += 1;
@@ -287,7 +299,9 @@ fn read_all(file: &Path) -> (Vec<u8>, Option<std::io::Error>, Duration) {
 }
 
 fn same_tree(m: &Mount, what: &str) {
-    m.sh_ok(&format!("diff -r -q \"$S/src\" \"$M/src\" || {{ echo '{what}: trees differ'; exit 1; }}"));
+    m.sh_ok(&format!(
+        "diff -r -q \"$S/src\" \"$M/src\" || {{ echo '{what}: trees differ'; exit 1; }}"
+    ));
 }
 
 #[test]
@@ -307,11 +321,15 @@ fn five_nodes_lose_any_m_storage_nodes_and_nothing_else() {
         })
         .collect();
     // Four storage members: new chunks get k=2, m=2 (one shard each).
-    wait_for("the mount to see 4 members", Duration::from_secs(20), || {
-        status(&m.data)["peers"]
-            .as_array()
-            .is_some_and(|p| p.len() == 4 && p.iter().all(|p| p["connected"] == Value::Bool(true)))
-    });
+    wait_for(
+        "the mount to see 4 members",
+        Duration::from_secs(20),
+        || {
+            status(&m.data)["peers"].as_array().is_some_and(|p| {
+                p.len() == 4 && p.iter().all(|p| p["connected"] == Value::Bool(true))
+            })
+        },
+    );
     std::thread::sleep(Duration::from_secs(3)); // the (k, m) worker's period
     let big = mixed_tree(&m.scratch.join("src"), &mut rng, 256 << 20);
     m.sh_ok("cp -a \"$S/src\" \"$M/src\" && sync");
@@ -341,7 +359,11 @@ fn five_nodes_lose_any_m_storage_nodes_and_nothing_else() {
         let rel = f.strip_prefix(&m.scratch).expect("under scratch");
         let (got, err, took) = read_all(&m.mnt.join(rel));
         let want = fs::read(f).expect("original");
-        assert!(err.is_some(), "{} read whole with m+1 nodes down", rel.display());
+        assert!(
+            err.is_some(),
+            "{} read whole with m+1 nodes down",
+            rel.display()
+        );
         assert_eq!(err.as_ref().and_then(|e| e.raw_os_error()), Some(libc::EIO));
         assert!(
             want.starts_with(&got),
@@ -405,7 +427,9 @@ fn a_peer_whose_packets_are_dropped_costs_a_read_at_most_the_deadline() {
         })
         .collect();
     wait_for("4 members", Duration::from_secs(20), || {
-        status(&m.data)["peers"].as_array().is_some_and(|p| p.len() == 4)
+        status(&m.data)["peers"]
+            .as_array()
+            .is_some_and(|p| p.len() == 4)
     });
     std::thread::sleep(Duration::from_secs(3));
     let (mut rng, _) = Rng::from_env("PANGEA_TEST_SEED");
@@ -449,7 +473,9 @@ fn a_mount_restarted_with_a_backlog_finishes_its_uploads() {
         })
         .collect();
     wait_for("2 members", Duration::from_secs(20), || {
-        status(&m.data)["peers"].as_array().is_some_and(|p| p.len() == 2)
+        status(&m.data)["peers"]
+            .as_array()
+            .is_some_and(|p| p.len() == 2)
     });
     for s in &mut serves {
         s.kill();
@@ -507,7 +533,10 @@ fn bad_tokens_are_refused_fast_and_a_removed_member_is_cut_off() {
     forged[i] = if forged[i] == 'x' { 'y' } else { 'x' };
     let forged: String = forged.into_iter().collect();
     let (e, took) = join_fails(&sc.join("x2"), &addr(4, 21), &forged);
-    assert!(e.contains("forged") || e.contains("damaged") || e.contains("signature"), "{e}");
+    assert!(
+        e.contains("forged") || e.contains("damaged") || e.contains("signature"),
+        "{e}"
+    );
     assert!(took < Duration::from_secs(10));
     let (e, _) = join_fails(&sc.join("x3"), &addr(4, 22), "hello");
     assert!(e.contains("not an invite token"), "{e}");
@@ -547,7 +576,9 @@ fn bad_tokens_are_refused_fast_and_a_removed_member_is_cut_off() {
     eprintln!("cut off in {:?}", t.elapsed());
     let peers = status(&m.data)["peers"].clone();
     assert!(
-        peers.as_array().is_some_and(|p| p.iter().all(|p| p["id"] != Value::String(a.peer.clone()))),
+        peers
+            .as_array()
+            .is_some_and(|p| p.iter().all(|p| p["id"] != Value::String(a.peer.clone()))),
         "{peers}"
     );
     // Its shards count as lost and are placed again on b and c.
@@ -583,7 +614,9 @@ fn a_full_storage_node_is_skipped_and_nothing_is_dropped() {
         })
         .collect();
     wait_for("3 members", Duration::from_secs(20), || {
-        status(&m.data)["peers"].as_array().is_some_and(|p| p.len() == 3)
+        status(&m.data)["peers"]
+            .as_array()
+            .is_some_and(|p| p.len() == 3)
     });
     std::thread::sleep(Duration::from_secs(3));
     m.sh_ok("head -c 12000000 /dev/urandom > \"$M/f\" && sync");
@@ -591,6 +624,9 @@ fn a_full_storage_node_is_skipped_and_nothing_is_dropped() {
     assert_eq!(s["chunks"]["degraded"], 0);
     let fs = status(&full.dir);
     assert_eq!(fs["held"]["bytes"], 0, "{fs}");
-    assert!(fs["held"]["refused_full"].as_u64().unwrap_or(0) >= 1, "{fs}");
+    assert!(
+        fs["held"]["refused_full"].as_u64().unwrap_or(0) >= 1,
+        "{fs}"
+    );
     drop(others);
 }

@@ -188,11 +188,15 @@ impl std::fmt::Display for JoinRefusal {
         f.write_str(match self {
             JoinRefusal::Expired => "the invite has expired; ask for a new one (pangea invite)",
             JoinRefusal::UsedUp => "the invite has been used up; ask for a new one (pangea invite)",
-            JoinRefusal::Forged => "the invite was not signed by the network's admin key (forged or altered)",
+            JoinRefusal::Forged => {
+                "the invite was not signed by the network's admin key (forged or altered)"
+            }
             JoinRefusal::OtherNetwork => "the invite is for another network",
             JoinRefusal::NotAdmin => "the node dialled holds no admin key and cannot admit anyone",
             JoinRefusal::Malformed => "the invite is damaged",
-            JoinRefusal::Banned => "this device is banned by the admin node (too many failed attempts); wait and retry",
+            JoinRefusal::Banned => {
+                "this device is banned by the admin node (too many failed attempts); wait and retry"
+            }
         })
     }
 }

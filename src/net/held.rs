@@ -93,7 +93,12 @@ impl HeldStore {
                 .map_or(0, |b| u64::from(u32::from_le_bytes(b)));
             true
         })?;
-        info!(shards = stats.shards, bytes = stats.bytes, quota, "holding shards");
+        info!(
+            shards = stats.shards,
+            bytes = stats.bytes,
+            quota,
+            "holding shards"
+        );
         Ok(HeldStore {
             kv,
             files,
@@ -237,7 +242,10 @@ impl HeldStore {
                 more = true;
                 return false;
             }
-            if let Some(a) = k.get(prefix.len()..).and_then(|a| <[u8; 32]>::try_from(a).ok()) {
+            if let Some(a) = k
+                .get(prefix.len()..)
+                .and_then(|a| <[u8; 32]>::try_from(a).ok())
+            {
                 addresses.push(ShardId(a));
             }
             true
@@ -306,20 +314,28 @@ mod tests {
             s.serve(&b, Request::Get { address: y }),
             Response::Shard { bytes: yb }
         );
-        let Response::Listed { addresses, more } =
-            s.serve(&a, Request::List { after: None, limit: 1 })
-        else {
+        let Response::Listed { addresses, more } = s.serve(
+            &a,
+            Request::List {
+                after: None,
+                limit: 1,
+            },
+        ) else {
             panic!()
         };
         assert_eq!(addresses.len(), 1);
         assert!(more);
-        let Response::Listed { addresses: rest, more } = s.serve(
+        let Response::Listed {
+            addresses: rest,
+            more,
+        } = s.serve(
             &a,
             Request::List {
                 after: Some(addresses[0]),
                 limit: 10,
             },
-        ) else {
+        )
+        else {
             panic!()
         };
         assert_eq!(rest.len(), 1);
@@ -329,7 +345,10 @@ mod tests {
             s.serve(&b, Request::Delete { address: y }),
             Response::Deleted { existed: false }
         );
-        assert!(matches!(s.serve(&a, Request::Get { address: y }), Response::Shard { .. }));
+        assert!(matches!(
+            s.serve(&a, Request::Get { address: y }),
+            Response::Shard { .. }
+        ));
         // x is held for a and b: a's delete keeps the file for b.
         assert_eq!(
             s.serve(&a, Request::Delete { address: x }),
@@ -340,8 +359,15 @@ mod tests {
             Response::Shard { bytes: xb }
         );
         assert_eq!(
-            s.serve(&a, Request::Has { addresses: vec![x, y, ShardId([9; 32])] }),
-            Response::Have { held: vec![true, true, false] }
+            s.serve(
+                &a,
+                Request::Has {
+                    addresses: vec![x, y, ShardId([9; 32])]
+                }
+            ),
+            Response::Have {
+                held: vec![true, true, false]
+            }
         );
     }
 
@@ -351,16 +377,37 @@ mod tests {
         let p = PeerId::random();
         for i in 0..2 {
             let (a, b) = shard(i, 1000);
-            assert_eq!(s.serve(&p, Request::Put { address: a, bytes: b }), Response::Stored);
+            assert_eq!(
+                s.serve(
+                    &p,
+                    Request::Put {
+                        address: a,
+                        bytes: b
+                    }
+                ),
+                Response::Stored
+            );
         }
         let (a, b) = shard(3, 1000);
         assert_eq!(
-            s.serve(&p, Request::Put { address: a, bytes: b.clone() }),
+            s.serve(
+                &p,
+                Request::Put {
+                    address: a,
+                    bytes: b.clone()
+                }
+            ),
             Response::Refused(Refusal::Full)
         );
         let (other, _) = shard(4, 10);
         assert_eq!(
-            s.serve(&p, Request::Put { address: other, bytes: b }),
+            s.serve(
+                &p,
+                Request::Put {
+                    address: other,
+                    bytes: b
+                }
+            ),
             Response::Refused(Refusal::BadAddress)
         );
         assert_eq!(s.stats().refused_full, 1);
@@ -374,7 +421,16 @@ mod tests {
         let s = HeldStore::open(Arc::new(MemKv::new()), files.clone(), 1 << 20).unwrap();
         let p = PeerId::random();
         let (a, b) = shard(5, 4096);
-        assert_eq!(s.serve(&p, Request::Put { address: a, bytes: b }), Response::Stored);
+        assert_eq!(
+            s.serve(
+                &p,
+                Request::Put {
+                    address: a,
+                    bytes: b
+                }
+            ),
+            Response::Stored
+        );
         files.write(a.as_bytes(), &[0u8; 4096], true).unwrap();
         assert_eq!(
             s.serve(&p, Request::Get { address: a }),

@@ -49,7 +49,9 @@ pub fn now_ms() -> u64 {
 /// Why membership data is refused.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum MemberError {
-    #[error("not an invite token (it should start with {TOKEN_PREFIX}); check that it was copied whole")]
+    #[error(
+        "not an invite token (it should start with {TOKEN_PREFIX}); check that it was copied whole"
+    )]
     NotAToken,
     #[error("the invite token is damaged (it does not decode); check that it was copied whole")]
     Malformed,
@@ -63,7 +65,9 @@ pub enum MemberError {
     OtherNetwork,
     #[error("the roster is not valid: {0}")]
     BadRoster(&'static str),
-    #[error("this node holds no admin key for the network (run the command on the node that created it)")]
+    #[error(
+        "this node holds no admin key for the network (run the command on the node that created it)"
+    )]
     NotAdmin,
     #[error("{0}")]
     Io(String),
@@ -380,7 +384,8 @@ impl MemberFiles {
     pub fn network(&self) -> Result<Option<NetworkInfo>, MemberError> {
         self.read("network")?
             .map(|b| {
-                postcard::from_bytes(&b).map_err(|_| MemberError::Io("net/network is damaged".into()))
+                postcard::from_bytes(&b)
+                    .map_err(|_| MemberError::Io("net/network is damaged".into()))
             })
             .transpose()
     }
@@ -500,10 +505,7 @@ mod tests {
         let last = forged.body.len() - 1;
         forged.body[last] ^= 1;
         assert!(Invite::parse(&forged.to_token()).is_err());
-        assert_eq!(
-            Invite::parse("hello").unwrap_err(),
-            MemberError::NotAToken
-        );
+        assert_eq!(Invite::parse("hello").unwrap_err(), MemberError::NotAToken);
         assert_eq!(
             Invite::parse(&format!("{TOKEN_PREFIX}!!!")).unwrap_err(),
             MemberError::Malformed
@@ -577,9 +579,6 @@ mod tests {
         files.save_network(&n).unwrap();
         files.save_admin(&admin).unwrap();
         assert_eq!(files.network().unwrap(), Some(n));
-        assert_eq!(
-            files.admin().unwrap().unwrap().public(),
-            admin.public()
-        );
+        assert_eq!(files.admin().unwrap().unwrap().public(), admin.public());
     }
 }

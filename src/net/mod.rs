@@ -19,6 +19,8 @@
 #[cfg(feature = "net")]
 pub mod codec;
 #[cfg(feature = "net")]
+mod gate;
+#[cfg(feature = "net")]
 pub mod guard;
 #[cfg(feature = "net")]
 pub mod held;
@@ -32,6 +34,8 @@ pub mod remote;
 pub mod roster;
 #[cfg(feature = "net")]
 pub mod swarm;
+#[cfg(feature = "net")]
+mod task;
 pub mod wire;
 
 #[cfg(all(test, feature = "net"))]

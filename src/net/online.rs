@@ -245,7 +245,14 @@ pub fn bring_up(
         }
         (Some(m), None) => m,
         (None, Some(token)) => {
-            let w = join(&keypair, token, setup.role, &setup.name, &listen, JOIN_DEADLINE)?;
+            let w = join(
+                &keypair,
+                token,
+                setup.role,
+                &setup.name,
+                &listen,
+                JOIN_DEADLINE,
+            )?;
             let m = Membership::joined(files, w.network, w.roster, &me)?;
             info!(network = %m.network().id_hex(), "joined the network");
             m

@@ -29,7 +29,9 @@ use super::roster::Membership;
 use super::swarm::{NetClient, NetError};
 use super::wire::{Refusal, Request, Response, check_shard};
 use crate::ces::{Manifest, ShardId};
-use crate::chunks::{ChunkError, ChunkRecord, ChunkResult, Fetched, LocalShards, ShardSource, ShardsAt};
+use crate::chunks::{
+    ChunkError, ChunkRecord, ChunkResult, Fetched, LocalShards, ShardSource, ShardsAt,
+};
 use crate::placement::{PeerId, PeerTable, PlaceError, ShardToPlace, ShardTransport};
 use crate::store::{Cf, Kv};
 
@@ -87,9 +89,11 @@ impl Proximity {
         let mut keyed: Vec<(NetPeer, (bool, f64))> =
             peers.iter().map(|p| (*p, self.of(p))).collect();
         keyed.sort_by(|a, b| {
-            b.1.0
-                .cmp(&a.1.0)
-                .then(a.1.1.partial_cmp(&b.1.1).unwrap_or(std::cmp::Ordering::Equal))
+            b.1.0.cmp(&a.1.0).then(
+                a.1.1
+                    .partial_cmp(&b.1.1)
+                    .unwrap_or(std::cmp::Ordering::Equal),
+            )
         });
         for (slot, (p, _)) in peers.iter_mut().zip(keyed) {
             *slot = p;
@@ -122,7 +126,11 @@ pub struct NetTransport {
 }
 
 impl NetTransport {
-    pub fn new(client: NetClient, members: Arc<Membership>, stats: Arc<RemoteStats>) -> NetTransport {
+    pub fn new(
+        client: NetClient,
+        members: Arc<Membership>,
+        stats: Arc<RemoteStats>,
+    ) -> NetTransport {
         NetTransport {
             proximity: Proximity::new(client.clone()),
             client,
@@ -373,7 +381,10 @@ impl RemoteShards {
     }
 
     /// The manifest and the holders (by shard index) of chunk `at`.
-    fn holders(&self, at: &ShardsAt) -> ChunkResult<Option<(Manifest, HashMap<usize, Vec<NetPeer>>)>> {
+    fn holders(
+        &self,
+        at: &ShardsAt,
+    ) -> ChunkResult<Option<(Manifest, HashMap<usize, Vec<NetPeer>>)>> {
         let Some(v) = self.kv.get(Cf::Chunk, at.chunk.as_bytes())? else {
             return Ok(None);
         };
@@ -397,7 +408,12 @@ impl RemoteShards {
 
     /// Fetches shards of `at` from peers until the `want` ones are whole
     /// (fetched, or rebuilt from any k good ones) or `deadline`.
-    fn fetch(&self, at: &ShardsAt, want: Range<usize>, deadline: Instant) -> ChunkResult<Option<Fetched>> {
+    fn fetch(
+        &self,
+        at: &ShardsAt,
+        want: Range<usize>,
+        deadline: Instant,
+    ) -> ChunkResult<Option<Fetched>> {
         let Some((m, holders)) = self.holders(at)? else {
             return Ok(None);
         };
@@ -483,12 +499,18 @@ impl RemoteShards {
             if answered == asked.len() {
                 break; // every ask answered; nothing left to wait for
             }
-            let wait = if hedged { deadline } else { hedge_at.min(deadline) };
+            let wait = if hedged {
+                deadline
+            } else {
+                hedge_at.min(deadline)
+            };
             match rx.recv_timeout(wait.saturating_duration_since(now)) {
                 Ok((i, peer, r)) => {
                     answered += 1;
                     match r {
-                        Ok(bytes) if bytes.len() == s && check_shard(&m.shard_ids[i], &bytes).is_ok() => {
+                        Ok(bytes)
+                            if bytes.len() == s && check_shard(&m.shard_ids[i], &bytes).is_ok() =>
+                        {
                             self.stats.shards_fetched.fetch_add(1, Ordering::Relaxed);
                             self.stats
                                 .bytes_fetched
@@ -521,11 +543,13 @@ impl RemoteShards {
                 out[n * s..(n + 1) * s].copy_from_slice(&got[&i]);
             }
         } else if got.len() >= k {
-            let view: Vec<Option<&[u8]>> = (0..total).map(|i| got.get(&i).map(Vec::as_slice)).collect();
-            let (all, _) = crate::ces::rebuild_shards(&m, &view).map_err(|e| ChunkError::Unreadable {
-                chunk: at.chunk,
-                source: e,
-            })?;
+            let view: Vec<Option<&[u8]>> =
+                (0..total).map(|i| got.get(&i).map(Vec::as_slice)).collect();
+            let (all, _) =
+                crate::ces::rebuild_shards(&m, &view).map_err(|e| ChunkError::Unreadable {
+                    chunk: at.chunk,
+                    source: e,
+                })?;
             out.copy_from_slice(&all[want.start * s..want.end * s]);
         } else {
             // Fewer than k: give what came (holes stay zeros, which fail

@@ -106,7 +106,9 @@ impl Membership {
     ) -> Result<Membership, MemberError> {
         let body = roster.verify(&network)?;
         if !body.is_member(me) {
-            return Err(MemberError::BadRoster("the admin's roster does not name us"));
+            return Err(MemberError::BadRoster(
+                "the admin's roster does not name us",
+            ));
         }
         files.save_roster(&roster)?;
         files.save_network(&network)?;
@@ -114,7 +116,10 @@ impl Membership {
             files,
             network,
             admin: None,
-            current: RwLock::new(Current { signed: roster, body }),
+            current: RwLock::new(Current {
+                signed: roster,
+                body,
+            }),
             synced: AtomicBool::new(true),
         })
     }
@@ -173,7 +178,11 @@ impl Membership {
             return Ok(false);
         }
         self.files.save_roster(offered)?;
-        info!(epoch = body.epoch, members = body.members.len(), "took a newer roster");
+        info!(
+            epoch = body.epoch,
+            members = body.members.len(),
+            "took a newer roster"
+        );
         *cur = Current {
             signed: offered.clone(),
             body,
@@ -216,7 +225,8 @@ impl Membership {
         let body = InviteBody {
             network: self.network.clone(),
             id,
-            expires_ms: now_ms().saturating_add(u64::try_from(expires.as_millis()).unwrap_or(u64::MAX)),
+            expires_ms: now_ms()
+                .saturating_add(u64::try_from(expires.as_millis()).unwrap_or(u64::MAX)),
             uses: uses.max(1),
             bootstrap: bootstrap
                 .into_iter()
@@ -265,7 +275,11 @@ impl Membership {
             peer: peer.to_bytes(),
             role,
             name: name.chars().take(64).collect(),
-            addrs: addrs.iter().take(super::member::MAX_ADDRS).cloned().collect(),
+            addrs: addrs
+                .iter()
+                .take(super::member::MAX_ADDRS)
+                .cloned()
+                .collect(),
             added_ms: now,
         };
         info!(%peer, ?role, "admitted a new member");
@@ -332,7 +346,11 @@ impl Membership {
 
     /// The addresses the roster gives for `peer`.
     pub fn addrs(&self, peer: &PeerId) -> Vec<Multiaddr> {
-        self.read().body.member(peer).map(addrs_of).unwrap_or_default()
+        self.read()
+            .body
+            .member(peer)
+            .map(addrs_of)
+            .unwrap_or_default()
     }
 }
 

@@ -160,13 +160,7 @@ fn network(n: usize, listen: &str, guard: GuardConfig) -> (Net, Vec<Node>) {
     for n in &nodes[1..] {
         connect(&nodes[0], n);
     }
-    (
-        Net {
-            _dirs: dirs,
-            admin,
-        },
-        nodes,
-    )
+    (Net { _dirs: dirs, admin }, nodes)
 }
 
 fn round_trip(listen: &str) {
@@ -254,7 +248,10 @@ fn a_silent_peer_costs_at_most_the_deadline() {
     });
     // A member (in the roster) whose machine went silent.
     let nobody = identity::Keypair::generate_ed25519().public().to_peer_id();
-    let token = net.admin.invite(Duration::from_secs(60), 1, vec![]).unwrap();
+    let token = net
+        .admin
+        .invite(Duration::from_secs(60), 1, vec![])
+        .unwrap();
     let (invite, _) = super::member::Invite::parse(&token).unwrap();
     net.admin
         .admit(&invite, &nobody, Role::Serve, "silent", &[])
@@ -279,7 +276,14 @@ fn a_silent_peer_costs_at_most_the_deadline() {
 fn try_join(token: &str) -> (Result<super::swarm::Welcome, NetError>, Duration) {
     let key = identity::Keypair::generate_ed25519();
     let t = Instant::now();
-    let r = join(&key, token, Role::Serve, "new", &[], Duration::from_secs(10));
+    let r = join(
+        &key,
+        token,
+        Role::Serve,
+        "new",
+        &[],
+        Duration::from_secs(10),
+    );
     (r, t.elapsed())
 }
 
@@ -289,7 +293,10 @@ fn tokens_admit_until_used_up_and_forged_or_expired_ones_fail_fast() {
     let me = nodes[0].peer();
     let addrs = nodes[0].net.client().listeners().unwrap();
     let boot = vec![(me, addrs)];
-    let token = net.admin.invite(Duration::from_secs(60), 2, boot.clone()).unwrap();
+    let token = net
+        .admin
+        .invite(Duration::from_secs(60), 2, boot.clone())
+        .unwrap();
     for _ in 0..2 {
         let (r, took) = try_join(&token);
         let w = r.unwrap();
@@ -298,7 +305,10 @@ fn tokens_admit_until_used_up_and_forged_or_expired_ones_fail_fast() {
     }
     let (r, took) = try_join(&token);
     assert!(
-        matches!(r, Err(NetError::JoinRefused(super::codec::JoinRefusal::UsedUp))),
+        matches!(
+            r,
+            Err(NetError::JoinRefused(super::codec::JoinRefusal::UsedUp))
+        ),
         "{:?}",
         r.err()
     );
@@ -316,10 +326,17 @@ fn tokens_admit_until_used_up_and_forged_or_expired_ones_fail_fast() {
         &[],
     )
     .unwrap();
-    let forged = fake.invite(Duration::from_secs(60), 1, boot.clone()).unwrap();
+    let forged = fake
+        .invite(Duration::from_secs(60), 1, boot.clone())
+        .unwrap();
     let (r, took) = try_join(&forged);
     assert!(
-        matches!(r, Err(NetError::JoinRefused(super::codec::JoinRefusal::OtherNetwork))),
+        matches!(
+            r,
+            Err(NetError::JoinRefused(
+                super::codec::JoinRefusal::OtherNetwork
+            ))
+        ),
         "{:?}",
         r.err()
     );
@@ -366,7 +383,8 @@ fn a_stranger_cannot_store_or_fetch_and_is_banned_then_cut_off() {
     .unwrap();
     let token = own.invite(Duration::from_secs(60), 1, vec![]).unwrap();
     let (invite, _) = super::member::Invite::parse(&token).unwrap();
-    own.admit(&invite, &target_id, Role::Serve, "t", &[]).unwrap();
+    own.admit(&invite, &target_id, Role::Serve, "t", &[])
+        .unwrap();
     let stranger = start(
         key,
         Arc::new(own),
@@ -423,7 +441,8 @@ fn a_removed_member_is_cut_off_within_two_seconds_everywhere() {
     };
     let c = nodes[2].net.client();
     assert_eq!(
-        c.request(b, b_addrs.clone(), put, Duration::from_secs(10)).unwrap(),
+        c.request(b, b_addrs.clone(), put, Duration::from_secs(10))
+            .unwrap(),
         Response::Stored
     );
     net.admin.remove(&gone).unwrap();
@@ -496,9 +515,14 @@ fn a_read_goes_around_a_lying_holder_and_counts_it() {
     let (net, mut nodes) = network(2, "/ip4/127.0.0.1/tcp/0", GuardConfig::default());
     let key = identity::Keypair::generate_ed25519();
     let liar_id = key.public().to_peer_id();
-    let token = net.admin.invite(Duration::from_secs(60), 1, vec![]).unwrap();
+    let token = net
+        .admin
+        .invite(Duration::from_secs(60), 1, vec![])
+        .unwrap();
     let (invite, _) = super::member::Invite::parse(&token).unwrap();
-    net.admin.admit(&invite, &liar_id, Role::Serve, "liar", &[]).unwrap();
+    net.admin
+        .admit(&invite, &liar_id, Role::Serve, "liar", &[])
+        .unwrap();
     let d = tempfile::tempdir().unwrap();
     let liar_members = Membership::joined(
         MemberFiles::new(d.path()),
@@ -516,7 +540,11 @@ fn a_read_goes_around_a_lying_holder_and_counts_it() {
         Some(vec![0u8; 1]),
     );
     connect(&nodes[0], &liar);
-    let ces = Ces::new(&MasterKey::generate().unwrap(), CompressionPolicy::default()).unwrap();
+    let ces = Ces::new(
+        &MasterKey::generate().unwrap(),
+        CompressionPolicy::default(),
+    )
+    .unwrap();
     let plain: Vec<u8> = (0..200_000u32).map(|i| (i % 253) as u8).collect();
     let enc = ces
         .encode(&plain, ShardParams::new(2, 2).unwrap(), &Hint::default())
@@ -531,7 +559,12 @@ fn a_read_goes_around_a_lying_holder_and_counts_it() {
             address: ShardId::of(s),
             bytes: s.clone(),
         };
-        let r = admin_client.request(honest.peer(), honest_addrs.clone(), put, Duration::from_secs(10));
+        let r = admin_client.request(
+            honest.peer(),
+            honest_addrs.clone(),
+            put,
+            Duration::from_secs(10),
+        );
         assert_eq!(r.unwrap(), Response::Stored);
     }
     // The record: shard 0 on the liar, 1-3 on the honest member; no local copy.
@@ -540,10 +573,18 @@ fn a_read_goes_around_a_lying_holder_and_counts_it() {
     let mut b = Batch::new();
     let mut new = Default::default();
     let nl = peers
-        .number(&mut b, &mut new, &crate::placement::PeerId(liar.peer().to_bytes()))
+        .number(
+            &mut b,
+            &mut new,
+            &crate::placement::PeerId(liar.peer().to_bytes()),
+        )
         .unwrap();
     let nh = peers
-        .number(&mut b, &mut new, &crate::placement::PeerId(honest.peer().to_bytes()))
+        .number(
+            &mut b,
+            &mut new,
+            &crate::placement::PeerId(honest.peer().to_bytes()),
+        )
         .unwrap();
     let mut holders = vec![Holder { shard: 0, peer: nl }];
     holders.extend((1..4).map(|i| Holder { shard: i, peer: nh }));
@@ -556,7 +597,10 @@ fn a_read_goes_around_a_lying_holder_and_counts_it() {
     b.put(Cf::Chunk, manifest.chunk_id.as_bytes(), &rec.encode());
     kv.write(b, false).unwrap();
     let files = tempfile::tempdir().unwrap();
-    let local = LocalShards::new(kv.clone(), Arc::new(ChunkFiles::open(files.path()).unwrap()));
+    let local = LocalShards::new(
+        kv.clone(),
+        Arc::new(ChunkFiles::open(files.path()).unwrap()),
+    );
     let stats = Arc::new(super::remote::RemoteStats::default());
     let source = super::remote::RemoteShards::new(
         local,
@@ -574,12 +618,22 @@ fn a_read_goes_around_a_lying_holder_and_counts_it() {
     let s = manifest.shard_len as usize;
     let t = Instant::now();
     let f = source
-        .get(&at, s, 0..2, Vec::new(), Instant::now() + Duration::from_secs(5))
+        .get(
+            &at,
+            s,
+            0..2,
+            Vec::new(),
+            Instant::now() + Duration::from_secs(5),
+        )
         .unwrap()
         .unwrap();
     assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
     assert!(f.remote);
-    assert_eq!(f.shard(0, s).unwrap(), &shards[0][..], "rebuilt around the liar");
+    assert_eq!(
+        f.shard(0, s).unwrap(),
+        &shards[0][..],
+        "rebuilt around the liar"
+    );
     assert_eq!(f.shard(1, s).unwrap(), &shards[1][..]);
     assert_eq!(
         stats.bad_shards.load(std::sync::atomic::Ordering::Relaxed),

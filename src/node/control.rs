@@ -182,9 +182,19 @@ mod tests {
             "not here"
         );
         // A second node on the same socket is refused.
-        assert!(ControlServer::start(d.path(), Arc::new(|_: &ControlRequest| Ok(serde_json::Value::Null))).is_err());
+        assert!(
+            ControlServer::start(
+                d.path(),
+                Arc::new(|_: &ControlRequest| Ok(serde_json::Value::Null))
+            )
+            .is_err()
+        );
         drop(server);
         assert!(!d.path().join(SOCKET).exists());
-        assert!(call(d.path(), &ControlRequest::Status).unwrap_err().contains("no node is running"));
+        assert!(
+            call(d.path(), &ControlRequest::Status)
+                .unwrap_err()
+                .contains("no node is running")
+        );
     }
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use crate::ces::ShardParams;
 use crate::chunks::Chunks;
-use crate::net::swarm::NetClient;
 use crate::net::roster::Membership;
+use crate::net::swarm::NetClient;
 use crate::workers::{Stop, Worker, WorkerError, WorkerProgress, WorkerState};
 
 /// See the module documentation.
@@ -45,7 +45,12 @@ impl Worker for FitParams {
         let storage = self.members.storage_peers(&me).len();
         let want = super::params_for(storage).unwrap_or(self.alone);
         if want != self.chunks.shard_params() {
-            tracing::info!(storage_members = storage, k = want.k(), m = want.m(), "new chunks get a new (k, m)");
+            tracing::info!(
+                storage_members = storage,
+                k = want.k(),
+                m = want.m(),
+                "new chunks get a new (k, m)"
+            );
             self.chunks.set_shard_params(want);
             self.changes += 1;
         }

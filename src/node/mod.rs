@@ -52,10 +52,10 @@
 
 pub mod control;
 pub mod datadir;
-pub mod offline;
-pub mod releases;
 #[cfg(feature = "net")]
 mod fit;
+pub mod offline;
+pub mod releases;
 #[cfg(feature = "net")]
 pub mod serve;
 #[cfg(feature = "net")]
@@ -293,7 +293,12 @@ impl Node {
         let mut placer = cfg.placer.clone();
         let mut fs_params = cfg.fs.shard_params;
         #[cfg(feature = "net")]
-        let mut remote: Option<(crate::net::swarm::NetClient, Arc<crate::net::roster::Membership>, Arc<crate::net::remote::RemoteStats>, Duration)> = None;
+        let mut remote: Option<(
+            crate::net::swarm::NetClient,
+            Arc<crate::net::roster::Membership>,
+            Arc<crate::net::remote::RemoteStats>,
+            Duration,
+        )> = None;
         #[cfg(feature = "net")]
         if let Some(on) = &online {
             let client = on.client();
@@ -302,13 +307,21 @@ impl Node {
             if cfg.auto_params {
                 fs_params = params_for(storage).unwrap_or(fs_params);
             }
-            tracing::info!(storage_members = storage, k = fs_params.k(), m = fs_params.m(), "online");
+            tracing::info!(
+                storage_members = storage,
+                k = fs_params.k(),
+                m = fs_params.m(),
+                "online"
+            );
             placer = Some(Arc::new(crate::net::remote::NetTransport::new(
                 client.clone(),
                 on.members.clone(),
                 on.stats.clone(),
             )));
-            let op = cfg.net.as_ref().map_or(Duration::from_secs(10), |n| n.op_timeout);
+            let op = cfg
+                .net
+                .as_ref()
+                .map_or(Duration::from_secs(10), |n| n.op_timeout);
             remote = Some((client, on.members.clone(), on.stats.clone(), op));
         }
         let upload = placer.is_some() && !ro;
@@ -330,9 +343,11 @@ impl Node {
             cfg.root_owner,
             move |local, kv| -> Arc<dyn crate::chunks::ShardSource> {
                 match remote {
-                    Some((client, members, stats, op)) => Arc::new(
-                        crate::net::remote::RemoteShards::new(local, kv, client, members, op, stats),
-                    ),
+                    Some((client, members, stats, op)) => {
+                        Arc::new(crate::net::remote::RemoteShards::new(
+                            local, kv, client, members, op, stats,
+                        ))
+                    }
                     None => Arc::new(local),
                 }
             },
@@ -372,8 +387,7 @@ impl Node {
         let control = if ro {
             None
         } else {
-            let handler =
-                status::mount_handler(fs.clone(), online.as_ref().map(|o| o.handle()));
+            let handler = status::mount_handler(fs.clone(), online.as_ref().map(|o| o.handle()));
             match control::ControlServer::start(path, handler) {
                 Ok(c) => Some(c),
                 Err(e) => {

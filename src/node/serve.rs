@@ -36,7 +36,8 @@ pub struct StorageNode {
 impl StorageNode {
     pub fn open(cfg: ServeConfig) -> Result<StorageNode, NodeError> {
         let root = &cfg.data_dir;
-        std::fs::create_dir_all(root).map_err(|e| NodeError::Net(format!("{}: {e}", root.display())))?;
+        std::fs::create_dir_all(root)
+            .map_err(|e| NodeError::Net(format!("{}: {e}", root.display())))?;
         {
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700));
@@ -102,7 +103,10 @@ impl StorageNode {
     pub fn shutdown(mut self) {
         drop(self.control.take());
         let StorageNode {
-            online, held, _lock, ..
+            online,
+            held,
+            _lock,
+            ..
         } = self;
         drop(online);
         drop(held);

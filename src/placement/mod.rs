@@ -116,7 +116,10 @@ impl UploadQueue {
         let mut n = 0u64;
         let mut bad = None;
         self.kv.scan(Cf::Chunk, &[], &[], &mut |k, v| {
-            match (<[u8; 32]>::try_from(k), crate::chunks::ChunkRecord::decode(v)) {
+            match (
+                <[u8; 32]>::try_from(k),
+                crate::chunks::ChunkRecord::decode(v),
+            ) {
                 (Ok(id), Ok(rec)) if rec.holders.is_empty() => {
                     queue::place(&mut b, &ChunkId(id));
                     n += 1;
@@ -152,8 +155,10 @@ impl UploadQueue {
         let _records = table.lock();
         let mut hit = Vec::new();
         self.kv.scan(Cf::Chunk, &[], &[], &mut |k, v| {
-            if let (Ok(id), Ok(rec)) = (<[u8; 32]>::try_from(k), crate::chunks::ChunkRecord::decode(v))
-                && rec.holders.iter().any(|h| h.peer == number)
+            if let (Ok(id), Ok(rec)) = (
+                <[u8; 32]>::try_from(k),
+                crate::chunks::ChunkRecord::decode(v),
+            ) && rec.holders.iter().any(|h| h.peer == number)
             {
                 hit.push(ChunkId(id));
             }
