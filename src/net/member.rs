@@ -176,7 +176,7 @@ impl RosterBody {
     /// The member `peer`, if it is one (and not revoked).
     pub fn member(&self, peer: &PeerId) -> Option<&Member> {
         let bytes = peer.to_bytes();
-        if self.revoked.iter().any(|r| *r == bytes) {
+        if self.revoked.contains(&bytes) {
             return None;
         }
         self.members.iter().find(|m| m.peer == bytes)

@@ -54,10 +54,15 @@ fn from_net(p: &NetPeer) -> PeerId {
     PeerId(p.to_bytes())
 }
 
+/// (connected, RTT in ms) by peer.
+type RttTable = HashMap<NetPeer, (bool, f64)>;
+/// A chunk's manifest and its holders by shard index.
+type Holders = (Manifest, HashMap<usize, Vec<NetPeer>>);
+
 /// Peers ordered best first: connected, then by RTT.
 struct Proximity {
     client: NetClient,
-    table: Mutex<(Instant, HashMap<NetPeer, (bool, f64)>)>,
+    table: Mutex<(Instant, RttTable)>,
 }
 
 impl Proximity {
@@ -384,7 +389,7 @@ impl RemoteShards {
     fn holders(
         &self,
         at: &ShardsAt,
-    ) -> ChunkResult<Option<(Manifest, HashMap<usize, Vec<NetPeer>>)>> {
+    ) -> ChunkResult<Option<Holders>> {
         let Some(v) = self.kv.get(Cf::Chunk, at.chunk.as_bytes())? else {
             return Ok(None);
         };

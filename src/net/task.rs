@@ -279,11 +279,9 @@ impl Task {
                 peer_id,
                 info,
                 ..
-            })) => {
-                if self.is_member(&peer_id) {
-                    for a in info.listen_addrs {
-                        self.swarm.add_peer_address(peer_id, a);
-                    }
+            })) if self.is_member(&peer_id) => {
+                for a in info.listen_addrs {
+                    self.swarm.add_peer_address(peer_id, a);
                 }
             }
             SwarmEvent::ConnectionEstablished {
@@ -307,13 +305,11 @@ impl Task {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established,
+                num_established: 0,
                 ..
             } => {
-                if num_established == 0 {
-                    self.connected.remove(&peer_id);
-                    self.strangers.remove(&peer_id);
-                }
+                self.connected.remove(&peer_id);
+                self.strangers.remove(&peer_id);
             }
             SwarmEvent::NewListenAddr { address, .. } => debug!(%address, "listening"),
             _ => {}

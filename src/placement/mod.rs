@@ -180,7 +180,7 @@ impl UploadQueue {
     pub fn backlog(&self) -> ChunkResult<(u64, u64)> {
         let mut chunks = 0u64;
         let mut ids = Vec::new();
-        self.kv.scan(Cf::Upload, &[b'P'], &[], &mut |k, _| {
+        self.kv.scan(Cf::Upload, b"P", &[], &mut |k, _| {
             chunks += 1;
             if let Ok(id) = <[u8; 32]>::try_from(&k[1..]) {
                 ids.push(ChunkId(id));
