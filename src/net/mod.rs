@@ -16,6 +16,11 @@
 //! in; the filesystem never waits on it directly). mDNS and public
 //! bootstrap nodes are never used unless asked for.
 
+/// A device's key and its peer id, for those who hold them without
+/// naming libp2p (tools, benchmarks).
+#[cfg(feature = "net")]
+pub use libp2p::{PeerId as NetPeerId, identity::Keypair as NetKeypair};
+
 #[cfg(feature = "net")]
 pub mod codec;
 #[cfg(feature = "net")]
