@@ -13,8 +13,9 @@
 //! * [`fs`]: the filesystem core: namespace, open files and write buffers,
 //!   commits, garbage collection, xattrs, POSIX rules, fsck. Knows nothing
 //!   of FUSE (the adapter lives in `mount/`).
-//! * [`net`]: the network layer (the only user of `libp2p`); so far the
-//!   shard protocol's wire format.
+//! * [`net`]: the network layer (the only user of `libp2p`): the shard and
+//!   membership protocols, the swarm, the guard, a storage node's store,
+//!   and the network behind the placement and chunk seams.
 //! * [`placement`]: the durable upload queue, the peer table and the
 //!   transport seam through which shards reach peers.
 //! * [`chunks`]: the data plane: chunk records, encoding and loading chunks
@@ -23,9 +24,6 @@
 //!   local index and chunk files (the only user of `rocksdb`); the moka
 //!   cache of plaintext chunks; compress → encrypt → shard, pure (no I/O,
 //!   no async, no threads).
-//!
-//! Later layers (see docs/ARCHITECTURE.md): the swarm inside `net`, the
-//! control socket.
 
 pub mod cache;
 pub mod ces;

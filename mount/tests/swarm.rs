@@ -338,6 +338,12 @@ fn five_nodes_lose_any_m_storage_nodes_and_nothing_else() {
     eprintln!("placed in {:?}: {}", t.elapsed(), s["chunks"]);
     assert_eq!(s["chunks"]["local_only"], 0);
     assert_eq!(s["chunks"]["degraded"], 0);
+    let h = m.sh_ok("getfattr --only-values -n user.pangea.health \"$M/src/random0.bin\"");
+    assert!(
+        h.contains("degraded=0 local_only=0 lost=0") && !h.contains("placed=0"),
+        "{h}"
+    );
+    m.sh_fails("setfattr -n user.pangea.health -v x \"$M/src/random0.bin\"");
     empty_local_copies(&mut m);
     same_tree(&m, "all peers up, no local copies");
 
@@ -488,6 +494,8 @@ fn a_mount_restarted_with_a_backlog_finishes_its_uploads() {
         "nothing waiting: {s}"
     );
     assert_eq!(s["safe_to_unplug"], Value::Bool(false));
+    let h = m.sh_ok("getfattr --only-values -n user.pangea.health \"$M/a\"");
+    assert!(h.contains("placed=0") && !h.contains("local_only=0"), "{h}");
     let a = m.sh_ok("sha256sum \"$M/a\" \"$M/b\" | cut -c1-64");
     let st = m.unmount();
     assert!(st.success());

@@ -231,6 +231,9 @@ pub struct Fs {
     /// it stays, as an orphan, until forgotten: an open(2) that resolved the
     /// name just before a rename or unlink must still find it.
     lookups: Mutex<HashMap<Ino, u64>>,
+    /// What `user.pangea.health` says of a file's chunks (set by the node
+    /// when it has peers; else every chunk is local-only).
+    health: std::sync::OnceLock<Arc<HealthFn>>,
     /// The write path's own counters.
     stats: Counters,
 }
@@ -307,7 +310,31 @@ const META_NEXT_INO: &[u8] = b"next_ino";
 /// the last run crashed, and the open sweeps what a crash can leave.
 pub(crate) const META_CLEAN: &[u8] = b"clean_shutdown";
 
+/// Describes the placement of a file's chunks, for `user.pangea.health`.
+pub type HealthFn = dyn Fn(&[crate::ces::ChunkId]) -> String + Send + Sync;
+
 impl Fs {
+    /// Sets what `user.pangea.health` reports (once; the node's network).
+    pub fn set_health(&self, f: Arc<HealthFn>) {
+        let _ = self.health.set(f);
+    }
+
+    /// The distinct chunks of file `ino`, in extent order.
+    pub fn file_chunks(&self, ino: Ino) -> FsResult<Vec<crate::ces::ChunkId>> {
+        let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        self.kv
+            .scan(Cf::Extent, &types::ino_key(ino), &[], &mut |_, v| {
+                if let Ok(r) = types::ChunkRef::decode(v)
+                    && seen.insert(r.id)
+                {
+                    out.push(r.id);
+                }
+                true
+            })?;
+        Ok(out)
+    }
+
     /// Opens the filesystem stored in `kv` and `chunks`, creating the root
     /// directory (owned by `root_owner`) on first use, and finishing work a
     /// crash interrupted (orphans, pending chunk deletions).
@@ -372,6 +399,7 @@ impl Fs {
             dirty_total: Arc::new(AtomicU64::new(0)),
             gc_pending: Mutex::new(Vec::new()),
             lookups: Mutex::new(HashMap::new()),
+            health: std::sync::OnceLock::new(),
             stats: Counters::default(),
         };
         let has_root = fs

@@ -87,6 +87,11 @@ fn reply(data: Vec<u8>, size: u32) -> FsResult<XattrReply> {
     }
 }
 
+/// A read-only attribute of every regular file: how its chunks stand on
+/// peers (`chunks=N placed=P degraded=D local_only=L lost=X`). Not
+/// listed (copying tools would copy it) and not settable.
+pub const HEALTH_XATTR: &[u8] = b"user.pangea.health";
+
 impl Fs {
     pub fn setxattr(
         &self,
@@ -98,6 +103,9 @@ impl Fs {
     ) -> FsResult<()> {
         if value.len() > XATTR_SIZE_MAX {
             return Err(FsError::TooBig);
+        }
+        if name == HEALTH_XATTR {
+            return Err(FsError::Perm);
         }
         let _g = self.lock_ns();
         let mut inode = self.load(ino)?;
@@ -119,6 +127,18 @@ impl Fs {
 
     pub fn getxattr(&self, ctx: &Ctx, ino: Ino, name: &[u8], size: u32) -> FsResult<XattrReply> {
         let inode = self.load(ino)?;
+        if name == HEALTH_XATTR && inode.kind == FileKind::File {
+            let chunks = self.file_chunks(ino)?;
+            let text = match self.health.get() {
+                Some(f) => f(&chunks),
+                None => format!(
+                    "chunks={} placed=0 degraded=0 local_only={} lost=0",
+                    chunks.len(),
+                    chunks.len()
+                ),
+            };
+            return reply(text.into_bytes(), size);
+        }
         if name.len() > XATTR_NAME_MAX {
             return Err(FsError::Range);
         }

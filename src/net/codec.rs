@@ -181,6 +181,8 @@ pub enum JoinRefusal {
     NotAdmin,
     Malformed,
     Banned,
+    Removed,
+    Full,
 }
 
 impl std::fmt::Display for JoinRefusal {
@@ -197,6 +199,10 @@ impl std::fmt::Display for JoinRefusal {
             JoinRefusal::Banned => {
                 "this device is banned by the admin node (too many failed attempts); wait and retry"
             }
+            JoinRefusal::Removed => {
+                "this device was removed from the network; the admin must invite a new device"
+            }
+            JoinRefusal::Full => "the network has as many members as a roster holds",
         })
     }
 }

@@ -37,7 +37,7 @@ impl Gate {
     }
 }
 
-fn ip_of(addr: &Multiaddr) -> Option<std::net::IpAddr> {
+pub(super) fn ip_of(addr: &Multiaddr) -> Option<std::net::IpAddr> {
     addr.iter().find_map(|p| match p {
         Protocol::Ip4(ip) => Some(ip.into()),
         Protocol::Ip6(ip) => Some(ip.into()),

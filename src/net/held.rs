@@ -48,6 +48,9 @@ pub struct HeldStore {
     /// Bytes and shards held (per owner entry), and the counters; one lock
     /// so a put's quota check and its accounting agree.
     stats: Mutex<HeldStats>,
+    /// Held by puts, deletes and drops: a shard file and its index entries
+    /// change together (no entry without its file).
+    writes: Mutex<()>,
 }
 
 fn owner_prefix(owner: &PeerId) -> Vec<u8> {
@@ -104,6 +107,7 @@ impl HeldStore {
             files,
             quota,
             stats: Mutex::new(stats),
+            writes: Mutex::new(()),
         })
     }
 
@@ -131,6 +135,7 @@ impl HeldStore {
         if check_shard(&address, bytes).is_err() {
             return Ok(Response::Refused(Refusal::BadAddress));
         }
+        let _w = self.writes.lock().unwrap_or_else(|e| e.into_inner());
         let key = owner_key(owner, &address);
         if self.kv.get(Cf::Held, &key)?.is_some() {
             return Ok(Response::Stored);
@@ -190,14 +195,50 @@ impl HeldStore {
             Some(_) => {
                 warn!(shard = %address, "a held shard has rotted; dropped (its owner's healer re-places it)");
                 self.stats_mut().rotted += 1;
-                let _ = self.files.delete(address.as_bytes());
+                self.drop_shard(&address)?;
                 Ok(Response::Refused(Refusal::NotFound))
             }
             None => Ok(Response::Refused(Refusal::NotFound)),
         }
     }
 
+    /// Forgets a shard for every owner (its file rotted): the entries, the
+    /// file and the accounting, so that `has` says no and a new put stores
+    /// it again.
+    fn drop_shard(&self, address: &ShardId) -> Result<(), StoreError> {
+        let _w = self.writes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut prefix = vec![BY_ADDRESS];
+        prefix.extend_from_slice(address.as_bytes());
+        let mut owners = Vec::new();
+        self.kv.scan(Cf::Held, &prefix, &[], &mut |k, _| {
+            if let Ok(p) = PeerId::from_bytes(&k[prefix.len()..]) {
+                owners.push(p);
+            }
+            true
+        })?;
+        let mut b = Batch::new();
+        let mut freed = 0u64;
+        for o in &owners {
+            let key = owner_key(o, address);
+            if let Some(v) = self.kv.get(Cf::Held, &key)? {
+                freed += v
+                    .get(..4)
+                    .and_then(|b| b.try_into().ok())
+                    .map_or(0, |b| u64::from(u32::from_le_bytes(b)));
+            }
+            b.delete(Cf::Held, &key);
+            b.delete(Cf::Held, &address_key(address, o));
+        }
+        self.kv.write(b, true)?;
+        self.files.delete(address.as_bytes())?;
+        let mut s = self.stats_mut();
+        s.bytes = s.bytes.saturating_sub(freed);
+        s.shards = s.shards.saturating_sub(owners.len() as u64);
+        Ok(())
+    }
+
     fn delete(&self, owner: &PeerId, address: ShardId) -> Result<Response, StoreError> {
+        let _w = self.writes.lock().unwrap_or_else(|e| e.into_inner());
         let key = owner_key(owner, &address);
         let Some(v) = self.kv.get(Cf::Held, &key)? else {
             return Ok(Response::Deleted { existed: false });
@@ -437,5 +478,26 @@ mod tests {
             Response::Refused(Refusal::NotFound)
         );
         assert_eq!(s.stats().rotted, 1);
+        // Forgotten whole: not held, not counted, and a new put stores it.
+        assert_eq!(
+            s.serve(&p, Request::Has { addresses: vec![a] }),
+            Response::Have { held: vec![false] }
+        );
+        assert_eq!(s.stats().bytes, 0);
+        let (_, good) = shard(5, 4096);
+        assert_eq!(
+            s.serve(
+                &p,
+                Request::Put {
+                    address: a,
+                    bytes: good.clone()
+                }
+            ),
+            Response::Stored
+        );
+        assert_eq!(
+            s.serve(&p, Request::Get { address: a }),
+            Response::Shard { bytes: good }
+        );
     }
 }

@@ -69,6 +69,10 @@ pub enum MemberError {
         "this node holds no admin key for the network (run the command on the node that created it)"
     )]
     NotAdmin,
+    #[error("this device was removed from the network; the admin must invite a new device")]
+    Removed,
+    #[error("the network is full ({MAX_MEMBERS} members)")]
+    Full,
     #[error("{0}")]
     Io(String),
 }
@@ -423,11 +427,14 @@ impl MemberFiles {
         self.write("roster", &r.encode())
     }
 
+    /// The uses counted so far. A damaged file is an error, not an empty
+    /// count (which would let used-up invites admit again).
     pub fn invite_uses(&self) -> Result<InviteUses, MemberError> {
-        Ok(self
-            .read("invites")?
-            .and_then(|b| postcard::from_bytes(&b).ok())
-            .unwrap_or_default())
+        match self.read("invites")? {
+            None => Ok(InviteUses::default()),
+            Some(b) => postcard::from_bytes(&b)
+                .map_err(|_| MemberError::Io("net/invites is damaged".into())),
+        }
     }
 
     pub fn save_invite_uses(&self, u: &InviteUses) -> Result<(), MemberError> {

@@ -8,9 +8,11 @@
 //!   identify, ping, the shard protocol); the rest of the node holds a
 //!   [`swarm::NetClient`] whose calls block with a deadline.
 //!
-//! Next (issue 12): the membership roster enforced on every connection,
-//! invites, the guard, `pangea serve`'s store, and the network's
-//! `placement::ShardTransport` and `chunks::ShardSource`.
+//! * [`member`], [`roster`]: the network, its signed roster and invites;
+//!   [`guard`] and the gate: rate limits, bans, refusals at the door;
+//! * [`held`]: what a storage node holds for the members;
+//! * [`remote`]: the network behind `placement::ShardTransport` and
+//!   `chunks::ShardSource`; [`online`]: bringing a node online.
 //!
 //! May not: import `fs`, `workers` or `node` (the node wires the network
 //! in; the filesystem never waits on it directly). mDNS and public

@@ -386,10 +386,7 @@ impl RemoteShards {
     }
 
     /// The manifest and the holders (by shard index) of chunk `at`.
-    fn holders(
-        &self,
-        at: &ShardsAt,
-    ) -> ChunkResult<Option<Holders>> {
+    fn holders(&self, at: &ShardsAt) -> ChunkResult<Option<Holders>> {
         let Some(v) = self.kv.get(Cf::Chunk, at.chunk.as_bytes())? else {
             return Ok(None);
         };

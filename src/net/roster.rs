@@ -250,7 +250,10 @@ impl Membership {
         self.admin()?;
         let body = invite.verify_for(&self.network)?;
         if self.is_revoked(peer) {
-            return Err(MemberError::Forged);
+            return Err(MemberError::Removed);
+        }
+        if self.read().body.members.len() >= super::member::MAX_MEMBERS {
+            return Err(MemberError::Full);
         }
         if self.is_member(peer) {
             return Ok(self.signed());
@@ -289,6 +292,9 @@ impl Membership {
     /// Removes `peer` from the network (admin only).
     pub fn remove(&self, peer: &PeerId) -> Result<SignedRoster, MemberError> {
         let bytes = peer.to_bytes();
+        if self.read().body.revoked.len() >= super::member::MAX_MEMBERS {
+            return Err(MemberError::Full);
+        }
         self.change(|b| {
             b.members.retain(|m| m.peer != bytes);
             if !b.revoked.contains(&bytes) {

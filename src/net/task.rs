@@ -77,6 +77,39 @@ impl Task {
         }
     }
 
+    /// A joiner's listen addresses as others can dial them: a wildcard IP
+    /// (`0.0.0.0`, `::`) becomes the address it connected from.
+    fn dialable(&self, peer: &PeerId, addrs: Vec<String>) -> Vec<String> {
+        use libp2p::multiaddr::Protocol;
+        let seen = self
+            .connected
+            .get(peer)
+            .and_then(|(_, a)| super::gate::ip_of(a));
+        addrs
+            .into_iter()
+            .filter_map(|a| {
+                let m: Multiaddr = a.parse().ok()?;
+                let out: Multiaddr = m
+                    .iter()
+                    .map(|p| match (p, seen) {
+                        (Protocol::Ip4(ip), Some(std::net::IpAddr::V4(s)))
+                            if ip.is_unspecified() =>
+                        {
+                            Protocol::Ip4(s)
+                        }
+                        (Protocol::Ip6(ip), Some(std::net::IpAddr::V6(s)))
+                            if ip.is_unspecified() =>
+                        {
+                            Protocol::Ip6(s)
+                        }
+                        (p, _) => p,
+                    })
+                    .collect();
+                Some(out.to_string())
+            })
+            .collect()
+    }
+
     fn is_member(&self, peer: &PeerId) -> bool {
         self.members.as_ref().is_some_and(|m| m.is_member(peer))
     }
@@ -310,6 +343,7 @@ impl Task {
             } => {
                 self.connected.remove(&peer_id);
                 self.strangers.remove(&peer_id);
+                self.rtt.remove(&peer_id);
             }
             SwarmEvent::NewListenAddr { address, .. } => debug!(%address, "listening"),
             _ => {}
@@ -517,6 +551,7 @@ impl Task {
                         .send_response(channel, MemberResponse::Refused(JoinRefusal::Banned));
                     return;
                 }
+                let addrs = self.dialable(&peer, addrs);
                 let done = done.clone();
                 let guard = self.guard.clone();
                 tokio::spawn(async move {
@@ -538,6 +573,8 @@ impl Task {
                                     MemberError::Forged => JoinRefusal::Forged,
                                     MemberError::OtherNetwork => JoinRefusal::OtherNetwork,
                                     MemberError::NotAdmin => JoinRefusal::NotAdmin,
+                                    MemberError::Removed => JoinRefusal::Removed,
+                                    MemberError::Full => JoinRefusal::Full,
                                     _ => JoinRefusal::Malformed,
                                 };
                                 (MemberResponse::Refused(why), false)

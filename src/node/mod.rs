@@ -1,5 +1,5 @@
 //! The node: the process, for every front end (`pangea-mount` today,
-//! `pangea serve` next). [`Node::open`] does the wiring every front end
+//! `pangea serve`'s storage node is [`serve`]). [`Node::open`] does the wiring every front end
 //! needs, and [`Node::shutdown`] takes it apart in one order.
 //!
 //! Owns:
@@ -384,10 +384,22 @@ impl Node {
                 .map_err(NodeError::Worker)?;
         }
         #[cfg(feature = "net")]
+        {
+            let handle = online.as_ref().map(|o| o.handle());
+            let weak = Arc::downgrade(&fs);
+            fs.set_health(Arc::new(move |chunks: &[crate::ces::ChunkId]| {
+                match weak.upgrade() {
+                    Some(fs) => status::health_of(&fs, handle.as_ref(), chunks),
+                    None => String::new(),
+                }
+            }));
+        }
+        #[cfg(feature = "net")]
         let control = if ro {
             None
         } else {
-            let handler = status::mount_handler(fs.clone(), online.as_ref().map(|o| o.handle()));
+            let handler =
+                status::mount_handler(Arc::downgrade(&fs), online.as_ref().map(|o| o.handle()));
             match control::ControlServer::start(path, handler) {
                 Ok(c) => Some(c),
                 Err(e) => {

@@ -90,12 +90,70 @@ fn network_request(net: Option<&OnlineHandle>, req: &ControlRequest) -> Result<V
     }
 }
 
+/// What `user.pangea.health` says of a file's chunks: how many are placed
+/// on live peers whole, degraded (some shards), local only, or lost (fewer
+/// than k shards on live peers and no local copy).
+pub fn health_of(fs: &Fs, net: Option<&OnlineHandle>, chunks: &[crate::ces::ChunkId]) -> String {
+    let (mut placed, mut degraded, mut local_only, mut lost) = (0, 0, 0, 0);
+    let queue = fs.upload_queue();
+    let layer = fs.chunk_layer();
+    for id in chunks {
+        let Ok(Some(entry)) = layer.table().get(id) else {
+            lost += 1;
+            continue;
+        };
+        let total = entry.manifest.params.total();
+        let k = usize::from(entry.manifest.params.k());
+        let live: std::collections::HashSet<u16> = queue
+            .holders(id)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(_, p)| net.is_some_and(|n| n.is_live(p)))
+            .map(|(i, _)| i)
+            .collect();
+        let local = match entry.rec.location {
+            crate::chunks::Location::Inline => true,
+            crate::chunks::Location::File => layer
+                .local()
+                .files()
+                .exists(entry.file().as_bytes())
+                .unwrap_or(false),
+        };
+        if live.len() < k && !local {
+            lost += 1;
+        } else if live.len() >= total {
+            placed += 1;
+        } else if live.is_empty() {
+            local_only += 1;
+        } else {
+            degraded += 1;
+        }
+    }
+    format!(
+        "chunks={} placed={placed} degraded={degraded} local_only={local_only} lost={lost}",
+        chunks.len()
+    )
+}
+
 /// The control socket's handler on a filesystem node.
-pub fn mount_handler(fs: Arc<Fs>, net: Option<OnlineHandle>) -> Arc<Handler> {
-    Arc::new(move |req: &ControlRequest| match req {
-        ControlRequest::Status => mount_status(&fs, net.as_ref()),
+/// It holds the filesystem weakly: a client still talking at shutdown does
+/// not keep the index open.
+pub fn mount_handler(fs: std::sync::Weak<Fs>, net: Option<OnlineHandle>) -> Arc<Handler> {
+    Arc::new(move |req: &ControlRequest| {
+        let fs = fs.upgrade().ok_or("the node is shutting down")?;
+        mount_request(&fs, net.as_ref(), req)
+    })
+}
+
+fn mount_request(
+    fs: &Fs,
+    net: Option<&OnlineHandle>,
+    req: &ControlRequest,
+) -> Result<Value, String> {
+    match req {
+        ControlRequest::Status => mount_status(fs, net),
         ControlRequest::Remove { peer } => {
-            let net = net.as_ref().ok_or("this node is not on a network")?;
+            let net = net.ok_or("this node is not on a network")?;
             let gone = net.remove(peer).map_err(|e| e.to_string())?;
             // Its copies count as lost: their chunks are placed again.
             let requeued = fs
@@ -104,8 +162,8 @@ pub fn mount_handler(fs: Arc<Fs>, net: Option<OnlineHandle>) -> Arc<Handler> {
                 .map_err(|e| e.to_string())?;
             Ok(json!({ "removed": peer, "chunks_to_place_again": requeued }))
         }
-        other => network_request(net.as_ref(), other),
-    })
+        other => network_request(net, other),
+    }
 }
 
 /// The control socket's handler on a storage node.

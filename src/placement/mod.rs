@@ -383,6 +383,12 @@ impl UploadQueue {
     /// Puts a failed entry back with exponential back-off (1 s, 2 s, 4 s...
     /// up to an hour).
     pub fn failed(&self, queued: &QueuedUpload) -> ChunkResult<()> {
+        self.failed_within(queued, MAX_BACKOFF_SECS)
+    }
+
+    /// `failed`, waiting at most `max_secs` (no peer to place on: one may
+    /// join any moment, so the wait stays short).
+    pub fn failed_within(&self, queued: &QueuedUpload, max_secs: u64) -> ChunkResult<()> {
         let _records = self.chunks.table().lock();
         // Gone meanwhile (placed by another try, or its chunk deleted).
         if self.kv.get(Cf::Upload, &queued.key)?.is_none() {
@@ -392,7 +398,8 @@ impl UploadQueue {
         let wait = 1u64
             .checked_shl(attempts.saturating_sub(1).min(31))
             .unwrap_or(MAX_BACKOFF_SECS)
-            .min(MAX_BACKOFF_SECS);
+            .min(MAX_BACKOFF_SECS)
+            .min(max_secs.max(1));
         let entry = UploadEntry {
             attempts,
             not_before: unix_now_ms().saturating_add(wait.saturating_mul(1000)),

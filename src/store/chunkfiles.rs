@@ -560,6 +560,10 @@ impl super::ChunkStore for ChunkFiles {
         ChunkFiles::read_all(self, id)
     }
 
+    fn exists(&self, id: &[u8; 32]) -> Result<bool, StoreError> {
+        Ok(ChunkFiles::len(self, id)?.is_some())
+    }
+
     fn delete(&self, id: &[u8; 32]) -> Result<bool, StoreError> {
         ChunkFiles::delete(self, id)
     }

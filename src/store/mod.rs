@@ -336,6 +336,10 @@ pub trait ChunkStore: Send + Sync + 'static {
     ) -> Result<Option<(Vec<u8>, usize)>, StoreError>;
     /// The whole file of `id`, or None.
     fn read_all(&self, id: &[u8; 32]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Is there a file for `id`? (Without reading it where the store can.)
+    fn exists(&self, id: &[u8; 32]) -> Result<bool, StoreError> {
+        Ok(self.read_all(id)?.is_some())
+    }
     /// Removes the file of `id`; false if there was none.
     fn delete(&self, id: &[u8; 32]) -> Result<bool, StoreError>;
     /// Makes the file of `id` (bytes and name) durable; false if absent.

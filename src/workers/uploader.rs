@@ -22,6 +22,10 @@ use crate::placement::{PlaceError, Placed, QueuedUpload, ShardTransport, UploadQ
 const BATCH: usize = 64;
 /// Entries handled at once.
 const PARALLEL: usize = 4;
+/// The longest wait before retrying a chunk that found no peer.
+const NO_PEER_RETRY_SECS: u64 = 10;
+/// The longest wait before retrying a chunk a peer failed.
+const PEER_RETRY_SECS: u64 = 60;
 
 /// Why one step of the uploader failed (the entry is retried later).
 #[derive(Debug, thiserror::Error)]
@@ -164,7 +168,15 @@ pub fn run_round(
                     if let Err(why) = step(queue, placer, stats, q) {
                         stats.failures.fetch_add(1, Ordering::Relaxed);
                         debug!(task = ?kind(&q.task), attempts = q.entry.attempts + 1, error = %why, "upload step failed; retried later");
-                        if let Err(e) = queue.failed(q) {
+                        // No member to place on: one may join any moment.
+                        // A peer down or full: retried within a minute (home
+                        // machines reboot); a local fault backs off longer.
+                        let cap = match why {
+                            StepError::Peer(PlaceError::NoPeer) => NO_PEER_RETRY_SECS,
+                            StepError::Peer(_) => PEER_RETRY_SECS,
+                            StepError::Local(_) => u64::MAX,
+                        };
+                        if let Err(e) = queue.failed_within(q, cap) {
                             warn!(error = %e, "cannot reschedule an upload entry");
                         }
                     }

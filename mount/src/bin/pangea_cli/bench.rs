@@ -69,7 +69,11 @@ pub fn run(transport: &str, mib: usize, shard_kib: usize, in_flight: usize) -> a
         &b_id,
     )?);
     let start = |key, m, svc: Arc<dyn ShardService>| {
-        Network::start(NetConfig::new(key, vec![listen.parse().expect("addr")]), m, svc)
+        Network::start(
+            NetConfig::new(key, vec![listen.parse().expect("addr")]),
+            m,
+            svc,
+        )
     };
     let a = start(a_key, admin, Arc::new(Sink)).context("node a")?;
     let b = start(b_key, b_members, Arc::new(Sink)).context("node b")?;
@@ -125,7 +129,8 @@ pub fn run(transport: &str, mib: usize, shard_kib: usize, in_flight: usize) -> a
             }));
         }
         for h in hs {
-            h.join().map_err(|_| anyhow::anyhow!("a sender panicked"))??;
+            h.join()
+                .map_err(|_| anyhow::anyhow!("a sender panicked"))??;
         }
         Ok(())
     })?;
