@@ -36,6 +36,11 @@ fn addr(test: u8, node: u8) -> String {
     format!("/ip4/127.77.{test}.{node}/tcp/{PORT}")
 }
 
+/// The same over QUIC.
+fn quic(test: u8, node: u8) -> String {
+    format!("/ip4/127.77.{test}.{node}/udp/{PORT}/quic-v1")
+}
+
 /// A `pangea serve` process. Killed when dropped.
 struct Serve {
     dir: PathBuf,
@@ -606,16 +611,24 @@ fn bad_tokens_are_refused_fast_and_a_removed_member_is_cut_off() {
     drop((b, c));
 }
 
+/// Over QUIC (every other test runs over TCP).
 #[test]
 fn a_full_storage_node_is_skipped_and_nothing_is_dropped() {
-    let m = swarm_mount(5);
+    let mut m = Mount::unstarted(None);
+    m.args.extend([
+        "--listen".into(),
+        quic(5, 1),
+        "--op-timeout".into(),
+        OP_TIMEOUT.to_string(),
+    ]);
+    m.start();
     let token = invite(&m.data, 3, "1h");
-    let full = Serve::start(&m.scratch.join("full"), &addr(5, 10), "1K", Some(&token));
+    let full = Serve::start(&m.scratch.join("full"), &quic(5, 10), "1K", Some(&token));
     let others: Vec<Serve> = (1..3u8)
         .map(|i| {
             Serve::start(
                 &m.scratch.join(format!("s{i}")),
-                &addr(5, 10 + i),
+                &quic(5, 10 + i),
                 "1G",
                 Some(&token),
             )
@@ -630,6 +643,10 @@ fn a_full_storage_node_is_skipped_and_nothing_is_dropped() {
     m.sh_ok("head -c 12000000 /dev/urandom > \"$M/f\" && sync");
     let s = wait_placed(&m.data, Duration::from_secs(90));
     assert_eq!(s["chunks"]["degraded"], 0);
+    // Read back over QUIC from the two that hold it.
+    let sum = m.sh_ok("sha256sum < \"$M/f\"");
+    empty_local_copies(&mut m);
+    assert_eq!(m.sh_ok("sha256sum < \"$M/f\""), sum);
     let fs = status(&full.dir);
     assert_eq!(fs["held"]["bytes"], 0, "{fs}");
     assert!(
@@ -637,4 +654,71 @@ fn a_full_storage_node_is_skipped_and_nothing_is_dropped() {
         "{fs}"
     );
     drop(others);
+}
+
+fn local_bytes(m: &Mount) -> u64 {
+    walk(&m.data.join("chunks"))
+        .iter()
+        .filter_map(|p| fs::metadata(p).ok())
+        .map(|md| md.len())
+        .sum()
+}
+
+#[test]
+fn the_local_disk_is_a_cache_of_placed_chunks() {
+    let mut m = Mount::unstarted(None);
+    m.args.extend([
+        "--listen".into(),
+        addr(6, 1),
+        "--op-timeout".into(),
+        OP_TIMEOUT.to_string(),
+        "--local-max".into(),
+        "2M".into(),
+    ]);
+    m.start();
+    let token = invite(&m.data, 2, "1h");
+    let mut serves: Vec<Serve> = (0..2u8)
+        .map(|i| {
+            Serve::start(
+                &m.scratch.join(format!("serve{i}")),
+                &addr(6, 10 + i),
+                "1G",
+                Some(&token),
+            )
+        })
+        .collect();
+    wait_for("2 members", Duration::from_secs(20), || {
+        status(&m.data)["peers"]
+            .as_array()
+            .is_some_and(|p| p.len() == 2)
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    // Peers down: nothing can be placed, so nothing may be evicted.
+    for s in &mut serves {
+        s.kill();
+    }
+    m.sh_ok("head -c 16000000 /dev/urandom > \"$S/f\" && cp \"$S/f\" \"$M/f\" && sync");
+    std::thread::sleep(Duration::from_secs(8));
+    assert!(
+        local_bytes(&m) >= 16_000_000,
+        "evicted before placed: {}",
+        local_bytes(&m)
+    );
+    // Peers back: placed, then evicted down to the limit.
+    for s in &mut serves {
+        s.restart();
+    }
+    wait_placed(&m.data, Duration::from_secs(90));
+    wait_for("eviction to the limit", Duration::from_secs(60), || {
+        local_bytes(&m) <= 2 << 20
+    });
+    let h = m.sh_ok("getfattr --only-values -n user.pangea.health \"$M/f\"");
+    assert!(
+        h.contains("local_only=0 lost=0") && !h.contains("placed=0"),
+        "{h}"
+    );
+    m.remount();
+    m.sh_ok("cmp \"$S/f\" \"$M/f\"");
+    // Evicted chunks come back from peers, not to the disk.
+    assert!(local_bytes(&m) <= 2 << 20);
 }

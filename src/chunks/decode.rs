@@ -104,7 +104,7 @@ impl Chunks {
         let same = p
             .table
             .record(&entry.id)?
-            .is_some_and(|c| c.manifest == entry.rec.manifest);
+            .is_some_and(|c| c.manifest == entry.rec.manifest && c.location == entry.rec.location);
         if !same {
             // Deleted (or replaced) meanwhile: the file just written is
             // nobody's; it goes like any unreferenced one.

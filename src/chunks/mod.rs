@@ -180,6 +180,16 @@ impl Chunks {
         Chunks::with_source(kv, files, ces, cfg, |local| Arc::new(local))
     }
 
+    /// Where reads get shards (the local disk, then peers when online).
+    pub fn source(&self) -> &Arc<dyn ShardSource> {
+        &self.plane.source
+    }
+
+    /// Is chunk `id`'s plaintext in the cache (read lately)?
+    pub fn is_cached(&self, id: &ChunkId) -> bool {
+        self.plane.cache.contains(id.as_bytes())
+    }
+
     /// (k, m) for new encodings from now on (existing chunks keep theirs).
     pub fn set_shard_params(&self, p: ShardParams) {
         self.plane.params.store(

@@ -17,6 +17,9 @@ pub enum Location {
     Inline,
     /// In a chunk file named by [`FileId::of`] the manifest.
     File,
+    /// Nowhere on this node: its local copy was evicted once every shard
+    /// was placed on peers (the holders in the record have them).
+    Remote,
 }
 
 impl Location {
@@ -24,6 +27,7 @@ impl Location {
         match self {
             Location::Inline => 0,
             Location::File => 1,
+            Location::Remote => 2,
         }
     }
 
@@ -31,6 +35,7 @@ impl Location {
         match c {
             0 => Some(Location::Inline),
             1 => Some(Location::File),
+            2 => Some(Location::Remote),
             _ => None,
         }
     }

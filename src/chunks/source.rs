@@ -134,6 +134,7 @@ impl ShardSource for LocalShards {
                     }));
             }
             Location::File => self.files.read_all(at.file.as_bytes())?,
+            Location::Remote => None,
         };
         Ok(all.map(|bytes| {
             let end = bytes.len().min(from.saturating_add(len));
@@ -149,6 +150,8 @@ impl ShardSource for LocalShards {
     fn put(&self, at: &ShardsAt, shards: &[u8], durable: bool) -> ChunkResult<()> {
         match at.location {
             Location::File => self.files.write(at.file.as_bytes(), shards, durable)?,
+            // No local copy is kept of an evicted chunk.
+            Location::Remote => {}
             Location::Inline => {
                 let mut b = Batch::new();
                 b.put(Cf::Inline, at.chunk.as_bytes(), shards);
@@ -162,13 +165,15 @@ impl ShardSource for LocalShards {
         Ok(match at.location {
             Location::Inline => self.kv.get(Cf::Inline, at.chunk.as_bytes())?.is_some(),
             // Not on a hot path: existence, through a whole read.
-            Location::File => self.files.read_all(at.file.as_bytes())?.is_some(),
+            Location::File => self.files.exists(at.file.as_bytes())?,
+            Location::Remote => false,
         })
     }
 
     fn delete(&self, at: &ShardsAt) -> ChunkResult<bool> {
         match at.location {
             Location::File => Ok(self.files.delete(at.file.as_bytes())?),
+            Location::Remote => Ok(false),
             Location::Inline => {
                 let had = self.kv.get(Cf::Inline, at.chunk.as_bytes())?.is_some();
                 let mut b = Batch::new();

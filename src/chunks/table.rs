@@ -90,6 +90,7 @@ impl ChunkTable {
                 b.put(Cf::Gc, file.as_bytes(), &[]);
                 Some(file)
             }
+            Location::Remote => None,
         }
     }
 

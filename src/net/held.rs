@@ -7,8 +7,11 @@
 //! * `a ‖ address ‖ owner → ()`: who holds a reference to a shard file
 //!   (the file goes with its last owner).
 //!
-//! A put is checked against its address and the quota, and is durable
-//! (the file, then the index, both synced) before it is answered. Any
+//! A put is checked against its address and the quota, and its file is
+//! durable (written, synced, renamed, the directory synced) before it is
+//! answered; its index entry is written then and synced with the next sync
+//! of the index (a crash may lose the entry, never the shard: gets and
+//! `has` go by the file). Any
 //! member may get a shard (a new device of the same owner must read it);
 //! only the member that stored a shard may delete it. Shards read back are
 //! checked against their address: a rotted file is dropped and reported
@@ -162,7 +165,10 @@ impl HeldStore {
                 &u32::try_from(len).unwrap_or(u32::MAX).to_le_bytes(),
             );
             b.put(Cf::Held, &address_key(&address, owner), &[]);
-            self.kv.write(b, true)
+            // The shard itself is durable (the file, synced); its entry
+            // rides on the next sync of the index: a crash may lose who
+            // stored it (a get still finds the file), never the shard.
+            self.kv.write(b, false)
         })();
         let mut s = self.stats_mut();
         match stored {
@@ -184,9 +190,7 @@ impl HeldStore {
     }
 
     fn get(&self, address: ShardId) -> Result<Response, StoreError> {
-        if !self.held_by_anyone(&address)? {
-            return Ok(Response::Refused(Refusal::NotFound));
-        }
+        // The file is the shard (named by its address, checked on read).
         match self.files.read_all(address.as_bytes())? {
             Some(bytes) if check_shard(&address, &bytes).is_ok() => {
                 self.stats_mut().gets += 1;
@@ -301,7 +305,7 @@ impl HeldStore {
             Request::Has { addresses } => {
                 let mut held = Vec::with_capacity(addresses.len().min(MAX_HAS));
                 for a in addresses.iter().take(MAX_HAS) {
-                    held.push(self.held_by_anyone(a)?);
+                    held.push(self.files.exists(a.as_bytes())?);
                 }
                 Ok(Response::Have { held })
             }

@@ -355,7 +355,11 @@ impl MemberFiles {
         use std::os::unix::fs::OpenOptionsExt;
         let io = |e: std::io::Error| MemberError::Io(format!("{}: {e}", self.dir.display()));
         std::fs::create_dir_all(&self.dir).map_err(io)?;
-        let tmp = self.dir.join(format!(".{name}.tmp"));
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = self
+            .dir
+            .join(format!(".{name}.{}.{n}.tmp", std::process::id()));
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .create(true)

@@ -30,6 +30,9 @@ pub struct Membership {
     /// Whether the roster was compared with another member's since start
     /// (a node that was offline serves no shards before it has).
     synced: AtomicBool,
+    /// Held through an admission: the invites' use counts are read,
+    /// checked and written by one join at a time.
+    admitting: std::sync::Mutex<()>,
 }
 
 impl Membership {
@@ -72,6 +75,7 @@ impl Membership {
             current: RwLock::new(Current { signed, body }),
             // Alone in a new network: nothing to sync with.
             synced: AtomicBool::new(true),
+            admitting: std::sync::Mutex::new(()),
         })
     }
 
@@ -93,6 +97,7 @@ impl Membership {
             admin,
             current: RwLock::new(Current { signed, body }),
             synced: AtomicBool::new(synced),
+            admitting: std::sync::Mutex::new(()),
         }))
     }
 
@@ -121,6 +126,7 @@ impl Membership {
                 body,
             }),
             synced: AtomicBool::new(true),
+            admitting: std::sync::Mutex::new(()),
         })
     }
 
@@ -248,6 +254,7 @@ impl Membership {
         addrs: &[String],
     ) -> Result<SignedRoster, MemberError> {
         self.admin()?;
+        let _one = self.admitting.lock().unwrap_or_else(|e| e.into_inner());
         let body = invite.verify_for(&self.network)?;
         if self.is_revoked(peer) {
             return Err(MemberError::Removed);

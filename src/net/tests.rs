@@ -646,3 +646,22 @@ fn a_read_goes_around_a_lying_holder_and_counts_it() {
         .unwrap();
     assert_eq!(back, plain);
 }
+
+#[test]
+fn concurrent_joins_count_every_use() {
+    let (net, nodes) = network(1, "/ip4/127.0.0.1/tcp/0", GuardConfig::default());
+    let boot = vec![(nodes[0].peer(), nodes[0].net.client().listeners().unwrap())];
+    let token = net.admin.invite(Duration::from_secs(60), 3, boot).unwrap();
+    let ok = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..5 {
+            s.spawn(|| {
+                if try_join(&token).0.is_ok() {
+                    ok.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    assert_eq!(ok.into_inner(), 3, "a use was lost or counted twice");
+    assert_eq!(net.admin.roster().members.len(), 4);
+}

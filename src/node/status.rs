@@ -113,6 +113,7 @@ pub fn health_of(fs: &Fs, net: Option<&OnlineHandle>, chunks: &[crate::ces::Chun
             .collect();
         let local = match entry.rec.location {
             crate::chunks::Location::Inline => true,
+            crate::chunks::Location::Remote => false,
             crate::chunks::Location::File => layer
                 .local()
                 .files()

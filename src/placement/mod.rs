@@ -17,7 +17,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tracing::warn;
 
 use crate::ces::{ChunkId, ShardFault, ShardId};
-use crate::chunks::{ChunkError, ChunkResult, Chunks, Holder, ShardSource};
+use crate::chunks::{ChunkError, ChunkResult, Chunks, Holder};
 use crate::store::{Batch, Cf, Kv, key_hex};
 
 pub use peers::{PeerId, PeerTable};
@@ -176,6 +176,85 @@ impl UploadQueue {
         Ok(hit.len() as u64)
     }
 
+    /// Is every shard of `rec` (of `total`) held by a live peer?
+    fn fully_placed(
+        &self,
+        rec: &crate::chunks::ChunkRecord,
+        total: usize,
+        live: &dyn Fn(&PeerId) -> bool,
+    ) -> ChunkResult<bool> {
+        let mut shards = std::collections::HashSet::new();
+        for h in &rec.holders {
+            if self.peers.identity(h.peer)?.is_some_and(|p| live(&p)) {
+                shards.insert(h.shard);
+            }
+        }
+        Ok(shards.len() >= total)
+    }
+
+    /// Chunks whose local copy (a chunk file) may go: every shard is on a
+    /// live peer and none is queued. At most `limit`, with their sizes.
+    pub fn evictable(
+        &self,
+        live: &dyn Fn(&PeerId) -> bool,
+        limit: usize,
+    ) -> ChunkResult<Vec<(ChunkId, u64)>> {
+        let mut candidates = Vec::new();
+        self.kv.scan(Cf::Chunk, &[], &[], &mut |k, v| {
+            if let (Ok(id), Ok(rec)) = (
+                <[u8; 32]>::try_from(k),
+                crate::chunks::ChunkRecord::decode(v),
+            ) && rec.location == crate::chunks::Location::File
+                && !rec.holders.is_empty()
+            {
+                candidates.push((ChunkId(id), rec));
+            }
+            candidates.len() < limit
+        })?;
+        let mut out = Vec::new();
+        for (id, rec) in candidates {
+            let Ok(m) = crate::ces::Manifest::decode(&rec.manifest) else {
+                continue;
+            };
+            let total = m.params.total();
+            if self.kv.get(Cf::Upload, &queue::place_key(&id))?.is_none()
+                && self.fully_placed(&rec, total, live)?
+            {
+                out.push((id, u64::from(m.shard_len) * total as u64));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Drops chunk `id`'s local copy if every shard is still on a live
+    /// peer: the record says `Remote` (durably) before the file goes, so
+    /// no crash leaves a record naming a file that is not there. True if
+    /// evicted.
+    pub fn evict(&self, id: &ChunkId, live: &dyn Fn(&PeerId) -> bool) -> ChunkResult<bool> {
+        let table = self.chunks.table();
+        let file = {
+            let _records = table.lock();
+            let Some(entry) = table.get(id)? else {
+                return Ok(false);
+            };
+            let total = entry.manifest.params.total();
+            if entry.rec.location != crate::chunks::Location::File
+                || self.kv.get(Cf::Upload, &queue::place_key(id))?.is_some()
+                || !self.fully_placed(&entry.rec, total, live)?
+            {
+                return Ok(false);
+            }
+            let mut rec = entry.rec.clone();
+            rec.location = crate::chunks::Location::Remote;
+            let mut b = Batch::new();
+            table.put(&mut b, id, &rec);
+            self.kv.write(b, true)?;
+            entry.file()
+        };
+        self.chunks.delete_file(&file)?;
+        Ok(true)
+    }
+
     /// Chunks waiting to be placed, and the bytes of their shards.
     pub fn backlog(&self) -> ChunkResult<(u64, u64)> {
         let mut chunks = 0u64;
@@ -263,7 +342,9 @@ impl UploadQueue {
         let m = &entry.manifest;
         let s = m.shard_len as usize;
         let total = m.shard_ids.len();
-        let fetched = self.chunks.local().get(
+        // The chunk layer's source: the local copy, or (evicted, or lost
+        // locally) any k shards from peers, the rest rebuilt.
+        let fetched = self.chunks.source().get(
             &entry.at(),
             s,
             0..total,

@@ -72,6 +72,12 @@ struct Args {
     /// This node's name in the roster (default: the host name).
     #[arg(long)]
     name: Option<String>,
+    /// With peers: keep at most this much of chunk files here (e.g. 20G);
+    /// chunks whose every shard is on a peer are evicted beyond it, those
+    /// not read lately first. Default: evict only when the data dir's disk
+    /// has less than 10 % free.
+    #[arg(long)]
+    local_max: Option<String>,
     /// FUSE worker threads (default: one per core, at least 2).
     #[arg(long)]
     threads: Option<usize>,
@@ -254,6 +260,12 @@ fn serve(
             nix::unistd::getgid().as_raw(),
         );
         cfg.auto_params = args.k.is_none() && args.m.is_none();
+        cfg.local_max = match &args.local_max {
+            Some(s) => {
+                Some(pangea_mount::cli::parse_size(s).map_err(|e| format!("--local-max: {e}"))?)
+            }
+            None => None,
+        };
         let has_network = data_dir.join("net").join("network").exists();
         if !args.listen.is_empty() || args.join.is_some() || args.network || has_network {
             let mut net = NetSetup::new(Role::Mount);
