@@ -22,6 +22,9 @@ pub struct MountOpts {
     pub read_only: bool,
     /// `entry_timeout=`, `attr_timeout=`, `negative_timeout=`.
     pub ttl: crate::fuse::Ttls,
+    /// `sync_remote`: fsync and close return once k+1 shards of each chunk
+    /// sit on peers.
+    pub sync_remote: bool,
 }
 
 /// Parses a comma-separated `-o` list (may be given several times).
@@ -50,6 +53,7 @@ pub fn parse_options(lists: &[String]) -> Result<MountOpts, String> {
             }
             "rw" => o.fuse.push(MountOption::RW),
             "nonempty" => o.nonempty = true,
+            "sync_remote" => o.sync_remote = true,
             "dev" => o.fuse.push(MountOption::Dev),
             "nodev" => o.fuse.push(MountOption::NoDev),
             "suid" => o.fuse.push(MountOption::Suid),

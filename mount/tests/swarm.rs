@@ -722,3 +722,51 @@ fn the_local_disk_is_a_cache_of_placed_chunks() {
     // Evicted chunks come back from peers, not to the disk.
     assert!(local_bytes(&m) <= 2 << 20);
 }
+
+#[test]
+fn sync_remote_makes_fsync_wait_for_the_peers() {
+    let mut m = Mount::unstarted(None);
+    m.args.extend([
+        "-o".into(),
+        "sync_remote".into(),
+        "--listen".into(),
+        addr(7, 1),
+        "--op-timeout".into(),
+        "2".into(),
+    ]);
+    m.start();
+    let token = invite(&m.data, 2, "1h");
+    let mut serves: Vec<Serve> = (0..2u8)
+        .map(|i| {
+            Serve::start(
+                &m.scratch.join(format!("serve{i}")),
+                &addr(7, 10 + i),
+                "1G",
+                Some(&token),
+            )
+        })
+        .collect();
+    wait_for("2 members connected", Duration::from_secs(20), || {
+        status(&m.data)["peers"]
+            .as_array()
+            .is_some_and(|p| p.len() == 2 && p.iter().all(|p| p["connected"] == Value::Bool(true)))
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    // fsync returns with every chunk on the peers (k=1, m=1: both shards).
+    m.sh_ok("head -c 9000000 /dev/urandom | dd of=\"$M/f\" bs=1M conv=fsync status=none");
+    let h = m.sh_ok("getfattr --only-values -n user.pangea.health \"$M/f\"");
+    assert!(
+        h.contains("degraded=0 local_only=0 lost=0"),
+        "after fsync: {h}"
+    );
+    // Peers gone: fsync fails (EIO) within its deadline, nothing hangs.
+    for s in &mut serves {
+        s.kill();
+    }
+    let t = Instant::now();
+    let err =
+        m.sh_fails("head -c 3000000 /dev/urandom | dd of=\"$M/g\" bs=1M conv=fsync status=none");
+    assert!(err.contains("Input/output error"), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
+    m.expected_errors.push("peers:");
+}

@@ -45,7 +45,8 @@ impl Fs {
             self.shrink_chunks_of_small_synced_file(ino, &mut st)?;
             self.flush_file(ino, &mut st)?;
         }
-        self.sync_index()
+        self.sync_index()?;
+        self.sync_remote(ino)
     }
 
     /// Syncs the index's log, then deletes the chunk files whose

@@ -57,6 +57,9 @@ pub enum FsError {
     /// A read-only open of a store that has no filesystem yet.
     #[error("the data dir holds no filesystem yet; mount it read-write once first")]
     ReadOnlyEmpty,
+    /// `-o sync_remote`: the data did not reach enough peers in time.
+    #[error("peers: {0}")]
+    Remote(String),
 }
 
 impl From<StoreError> for FsError {
@@ -107,6 +110,7 @@ impl FsError {
             FsError::Corrupt(_) => libc::EIO,
             FsError::Internal(_) => libc::EIO,
             FsError::ReadOnlyEmpty => libc::EROFS,
+            FsError::Remote(_) => libc::EIO,
         }
     }
 }

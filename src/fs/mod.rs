@@ -234,6 +234,9 @@ pub struct Fs {
     /// What `user.pangea.health` says of a file's chunks (set by the node
     /// when it has peers; else every chunk is local-only).
     health: std::sync::OnceLock<Arc<HealthFn>>,
+    /// `-o sync_remote`: what fsync and close wait for after the local
+    /// sync (enough shards of each chunk on peers); unset, nothing.
+    remote_sync: std::sync::OnceLock<Arc<RemoteSyncFn>>,
     /// The write path's own counters.
     stats: Counters,
 }
@@ -312,8 +315,23 @@ pub(crate) const META_CLEAN: &[u8] = b"clean_shutdown";
 
 /// Describes the placement of a file's chunks, for `user.pangea.health`.
 pub type HealthFn = dyn Fn(&[crate::ces::ChunkId]) -> String + Send + Sync;
+/// Waits until a file's chunks are safe on peers (`-o sync_remote`).
+pub type RemoteSyncFn = dyn Fn(&[crate::ces::ChunkId]) -> Result<(), String> + Send + Sync;
 
 impl Fs {
+    /// Makes fsync and close wait for `f` after their local work (once).
+    pub fn set_remote_sync(&self, f: Arc<RemoteSyncFn>) {
+        let _ = self.remote_sync.set(f);
+    }
+
+    /// Waits, if `-o sync_remote`, until file `ino`'s chunks are on peers.
+    pub(crate) fn sync_remote(&self, ino: Ino) -> FsResult<()> {
+        match self.remote_sync.get() {
+            Some(f) => f(&self.file_chunks(ino)?).map_err(FsError::Remote),
+            None => Ok(()),
+        }
+    }
+
     /// Sets what `user.pangea.health` reports (once; the node's network).
     pub fn set_health(&self, f: Arc<HealthFn>) {
         let _ = self.health.set(f);
@@ -400,6 +418,7 @@ impl Fs {
             gc_pending: Mutex::new(Vec::new()),
             lookups: Mutex::new(HashMap::new()),
             health: std::sync::OnceLock::new(),
+            remote_sync: std::sync::OnceLock::new(),
             stats: Counters::default(),
         };
         let has_root = fs

@@ -336,6 +336,13 @@ impl Fs {
     /// When the disk is low they are stored now instead, so that close(2)
     /// reports ENOSPC and the caller knows its data did not fit.
     pub fn close_descriptor(&self, fh: u64) -> FsResult<()> {
+        if self.remote_sync.get().is_some() {
+            // -o sync_remote: close(2) returns once the data is on peers.
+            let ino = self.handle_ino(fh)?;
+            self.flush(fh)?;
+            self.sync_index()?;
+            return self.sync_remote(ino);
+        }
         if self.disk_is_low() {
             return self.flush(fh);
         }

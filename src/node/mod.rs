@@ -125,6 +125,10 @@ pub struct NodeConfig {
     /// Online: the most bytes of chunk files to keep (placed chunks beyond
     /// it are evicted); None: evict only when the disk is 90 % full.
     pub local_max: Option<u64>,
+    /// `-o sync_remote`: fsync and close return only once at least k+1
+    /// shards of each of the file's chunks sit on live peers (EIO after
+    /// six operation timeouts: 60 s by default).
+    pub sync_remote: bool,
 }
 
 impl NodeConfig {
@@ -144,6 +148,7 @@ impl NodeConfig {
             net: None,
             auto_params: true,
             local_max: None,
+            sync_remote: false,
         }
     }
 }
@@ -404,6 +409,21 @@ impl Node {
             runner
                 .spawn(Box::new(uploader), cfg.upload_tranquility)
                 .map_err(NodeError::Worker)?;
+        }
+        #[cfg(feature = "net")]
+        if cfg.sync_remote
+            && let Some(on) = online.as_ref()
+        {
+            let handle = on.handle();
+            let weak = Arc::downgrade(&fs);
+            let deadline = 6 * cfg
+                .net
+                .as_ref()
+                .map_or(Duration::from_secs(10), |n| n.op_timeout);
+            fs.set_remote_sync(Arc::new(move |chunks: &[crate::ces::ChunkId]| {
+                let fs = weak.upgrade().ok_or("shutting down")?;
+                status::wait_on_peers(&fs, &handle, chunks, deadline)
+            }));
         }
         #[cfg(feature = "net")]
         {

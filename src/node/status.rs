@@ -136,6 +136,53 @@ pub fn health_of(fs: &Fs, net: Option<&OnlineHandle>, chunks: &[crate::ces::Chun
     )
 }
 
+/// Waits until every one of `chunks` has at least k+1 shards (all, if
+/// fewer) on live peers, or `deadline` passes (an error saying how many
+/// are short).
+pub fn wait_on_peers(
+    fs: &Fs,
+    net: &OnlineHandle,
+    chunks: &[crate::ces::ChunkId],
+    deadline: Duration,
+) -> Result<(), String> {
+    let until = std::time::Instant::now() + deadline;
+    let queue = fs.upload_queue();
+    let layer = fs.chunk_layer();
+    let mut pending: Vec<crate::ces::ChunkId> = chunks.to_vec();
+    loop {
+        let mut short = Vec::new();
+        for id in pending {
+            let Ok(Some(entry)) = layer.table().get(&id) else {
+                continue; // deleted meanwhile
+            };
+            let p = entry.manifest.params;
+            let need = (usize::from(p.k()) + 1).min(p.total());
+            let live: std::collections::HashSet<u16> = queue
+                .holders(&id)
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .filter(|(_, peer)| net.is_live(peer))
+                .map(|(i, _)| i)
+                .collect();
+            if live.len() < need {
+                short.push(id);
+            }
+        }
+        if short.is_empty() {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= until {
+            return Err(format!(
+                "{} chunk(s) not on enough peers within {}s",
+                short.len(),
+                deadline.as_secs()
+            ));
+        }
+        pending = short;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// The control socket's handler on a filesystem node.
 /// It holds the filesystem weakly: a client still talking at shutdown does
 /// not keep the index open.

@@ -260,6 +260,7 @@ fn serve(
             nix::unistd::getgid().as_raw(),
         );
         cfg.auto_params = args.k.is_none() && args.m.is_none();
+        cfg.sync_remote = opts.sync_remote;
         cfg.local_max = match &args.local_max {
             Some(s) => {
                 Some(pangea_mount::cli::parse_size(s).map_err(|e| format!("--local-max: {e}"))?)
