@@ -6,7 +6,9 @@ use thiserror::Error;
 use super::peers::PeerId;
 use crate::ces::ShardId;
 
-/// A shard to place: its index in the chunk, its address and bytes.
+/// A shard to place: its index in the chunk, its address and bytes. The
+/// bytes have been checked against the address by whoever read them (the
+/// sender's check; the receiving peer checks again).
 #[derive(Debug, Clone)]
 pub struct ShardToPlace {
     pub index: u16,
