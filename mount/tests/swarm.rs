@@ -200,16 +200,41 @@ fn wait_placed(data: &Path, timeout: Duration) -> Value {
 }
 
 /// A mount on the network at `addr(test, 1)`, its admin.
-fn swarm_mount(test: u8) -> Mount {
+/// A mount on network `test` (listening at `listen(test, 1)`, with
+/// `extra` arguments; its admin) and `n` storage nodes joined with one
+/// invite, all connected, and the (k, m) worker's period passed.
+fn cluster(test: u8, n: u8, listen: fn(u8, u8) -> String, extra: &[&str]) -> (Mount, Vec<Serve>) {
     let mut m = Mount::unstarted(None);
     m.args.extend([
         "--listen".into(),
-        addr(test, 1),
+        listen(test, 1),
         "--op-timeout".into(),
         OP_TIMEOUT.to_string(),
     ]);
+    m.args.extend(extra.iter().map(|a| a.to_string()));
     m.start();
-    m
+    let token = if n > 0 {
+        invite(&m.data, u16::from(n), "1h")
+    } else {
+        String::new()
+    };
+    let serves: Vec<Serve> = (0..n)
+        .map(|i| {
+            Serve::start(
+                &m.scratch.join(format!("serve{i}")),
+                &listen(test, 10 + i),
+                "2G",
+                Some(&token),
+            )
+        })
+        .collect();
+    wait_for("every member connected", Duration::from_secs(20), || {
+        status(&m.data)["peers"].as_array().is_some_and(|p| {
+            p.len() == usize::from(n) && p.iter().all(|p| p["connected"] == Value::Bool(true))
+        })
+    });
+    std::thread::sleep(Duration::from_secs(3)); // the (k, m) worker's period
+    (m, serves)
 }
 
 /// Fills `dir` with `total` bytes of mixed files: incompressible, text,
@@ -313,29 +338,8 @@ fn same_tree(m: &Mount, what: &str) {
 fn five_nodes_lose_any_m_storage_nodes_and_nothing_else() {
     let (mut rng, seed) = Rng::from_env("PANGEA_TEST_SEED");
     eprintln!("seed {seed}");
-    let mut m = swarm_mount(1);
-    let token = invite(&m.data, 4, "1h");
-    let mut serves: Vec<Serve> = (0..4u8)
-        .map(|i| {
-            Serve::start(
-                &m.scratch.join(format!("serve{i}")),
-                &addr(1, 10 + i),
-                "2G",
-                Some(&token),
-            )
-        })
-        .collect();
     // Four storage members: new chunks get k=2, m=2 (one shard each).
-    wait_for(
-        "the mount to see 4 members",
-        Duration::from_secs(20),
-        || {
-            status(&m.data)["peers"].as_array().is_some_and(|p| {
-                p.len() == 4 && p.iter().all(|p| p["connected"] == Value::Bool(true))
-            })
-        },
-    );
-    std::thread::sleep(Duration::from_secs(3)); // the (k, m) worker's period
+    let (mut m, mut serves) = cluster(1, 4, addr, &[]);
     let big = mixed_tree(&m.scratch.join("src"), &mut rng, 256 << 20);
     m.sh_ok("cp -a \"$S/src\" \"$M/src\" && sync");
     let t = Instant::now();
@@ -425,24 +429,7 @@ impl Drop for Blackhole {
 
 #[test]
 fn a_peer_whose_packets_are_dropped_costs_a_read_at_most_the_deadline() {
-    let mut m = swarm_mount(2);
-    let token = invite(&m.data, 4, "1h");
-    let serves: Vec<Serve> = (0..4u8)
-        .map(|i| {
-            Serve::start(
-                &m.scratch.join(format!("serve{i}")),
-                &addr(2, 10 + i),
-                "1G",
-                Some(&token),
-            )
-        })
-        .collect();
-    wait_for("4 members", Duration::from_secs(20), || {
-        status(&m.data)["peers"]
-            .as_array()
-            .is_some_and(|p| p.len() == 4)
-    });
-    std::thread::sleep(Duration::from_secs(3));
+    let (mut m, serves) = cluster(2, 4, addr, &[]);
     let (mut rng, _) = Rng::from_env("PANGEA_TEST_SEED");
     mixed_tree(&m.scratch.join("src"), &mut rng, 24 << 20);
     m.sh_ok("cp -a \"$S/src\" \"$M/src\" && sync");
@@ -471,23 +458,7 @@ fn a_peer_whose_packets_are_dropped_costs_a_read_at_most_the_deadline() {
 
 #[test]
 fn a_mount_restarted_with_a_backlog_finishes_its_uploads() {
-    let mut m = swarm_mount(3);
-    let token = invite(&m.data, 2, "1h");
-    let mut serves: Vec<Serve> = (0..2u8)
-        .map(|i| {
-            Serve::start(
-                &m.scratch.join(format!("serve{i}")),
-                &addr(3, 10 + i),
-                "1G",
-                Some(&token),
-            )
-        })
-        .collect();
-    wait_for("2 members", Duration::from_secs(20), || {
-        status(&m.data)["peers"]
-            .as_array()
-            .is_some_and(|p| p.len() == 2)
-    });
+    let (mut m, mut serves) = cluster(3, 2, addr, &[]);
     for s in &mut serves {
         s.kill();
     }
@@ -531,7 +502,7 @@ fn join_fails(dir: &Path, listen: &str, token: &str) -> (String, Duration) {
 
 #[test]
 fn bad_tokens_are_refused_fast_and_a_removed_member_is_cut_off() {
-    let m = swarm_mount(4);
+    let (m, _) = cluster(4, 0, addr, &[]);
     let sc = &m.scratch;
     // Expired.
     let old = invite(&m.data, 1, "1s");
@@ -666,33 +637,7 @@ fn local_bytes(m: &Mount) -> u64 {
 
 #[test]
 fn the_local_disk_is_a_cache_of_placed_chunks() {
-    let mut m = Mount::unstarted(None);
-    m.args.extend([
-        "--listen".into(),
-        addr(6, 1),
-        "--op-timeout".into(),
-        OP_TIMEOUT.to_string(),
-        "--local-max".into(),
-        "2M".into(),
-    ]);
-    m.start();
-    let token = invite(&m.data, 2, "1h");
-    let mut serves: Vec<Serve> = (0..2u8)
-        .map(|i| {
-            Serve::start(
-                &m.scratch.join(format!("serve{i}")),
-                &addr(6, 10 + i),
-                "1G",
-                Some(&token),
-            )
-        })
-        .collect();
-    wait_for("2 members", Duration::from_secs(20), || {
-        status(&m.data)["peers"]
-            .as_array()
-            .is_some_and(|p| p.len() == 2)
-    });
-    std::thread::sleep(Duration::from_secs(3));
+    let (mut m, mut serves) = cluster(6, 2, addr, &["--local-max", "2M"]);
     // Peers down: nothing can be placed, so nothing may be evicted.
     for s in &mut serves {
         s.kill();
@@ -725,33 +670,7 @@ fn the_local_disk_is_a_cache_of_placed_chunks() {
 
 #[test]
 fn sync_remote_makes_fsync_wait_for_the_peers() {
-    let mut m = Mount::unstarted(None);
-    m.args.extend([
-        "-o".into(),
-        "sync_remote".into(),
-        "--listen".into(),
-        addr(7, 1),
-        "--op-timeout".into(),
-        "2".into(),
-    ]);
-    m.start();
-    let token = invite(&m.data, 2, "1h");
-    let mut serves: Vec<Serve> = (0..2u8)
-        .map(|i| {
-            Serve::start(
-                &m.scratch.join(format!("serve{i}")),
-                &addr(7, 10 + i),
-                "1G",
-                Some(&token),
-            )
-        })
-        .collect();
-    wait_for("2 members connected", Duration::from_secs(20), || {
-        status(&m.data)["peers"]
-            .as_array()
-            .is_some_and(|p| p.len() == 2 && p.iter().all(|p| p["connected"] == Value::Bool(true)))
-    });
-    std::thread::sleep(Duration::from_secs(3));
+    let (mut m, mut serves) = cluster(7, 2, addr, &["-o", "sync_remote"]);
     // fsync returns with every chunk on the peers (k=1, m=1: both shards).
     m.sh_ok("head -c 9000000 /dev/urandom | dd of=\"$M/f\" bs=1M conv=fsync status=none");
     let h = m.sh_ok("getfattr --only-values -n user.pangea.health \"$M/f\"");
@@ -759,7 +678,8 @@ fn sync_remote_makes_fsync_wait_for_the_peers() {
         h.contains("degraded=0 local_only=0 lost=0"),
         "after fsync: {h}"
     );
-    // Peers gone: fsync fails (EIO) within its deadline, nothing hangs.
+    // Peers gone: fsync fails (EIO) within its deadline (six operation
+    // timeouts, 18 s), and so does the close after it: nothing hangs.
     for s in &mut serves {
         s.kill();
     }
@@ -767,6 +687,6 @@ fn sync_remote_makes_fsync_wait_for_the_peers() {
     let err =
         m.sh_fails("head -c 3000000 /dev/urandom | dd of=\"$M/g\" bs=1M conv=fsync status=none");
     assert!(err.contains("Input/output error"), "{err}");
-    assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
+    assert!(t.elapsed() < Duration::from_secs(50), "{:?}", t.elapsed());
     m.expected_errors.push("peers:");
 }

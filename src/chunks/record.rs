@@ -251,7 +251,10 @@ mod tests {
             manifest: vec![1],
         };
         let mut v = rec.encode();
-        v[9] = 2;
+        v[9] = 3;
         assert!(ChunkRecord::decode(&v).is_err());
+        // 2 is an evicted chunk's (no local copy).
+        v[9] = 2;
+        assert_eq!(ChunkRecord::decode(&v).unwrap().location, Location::Remote);
     }
 }

@@ -21,7 +21,6 @@
 //! Inbound shard requests are answered by a [`ShardService`] on the
 //! runtime's blocking threads.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::time::{Duration, Instant};
@@ -212,20 +211,14 @@ impl Network {
                 })?;
         }
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
-        let task = Task {
+        let task = Task::new(
             swarm,
             local,
-            members: Some(members),
-            guard: guard.clone(),
-            service: Some(service),
-            join_window: cfg.join_window,
-            pending: HashMap::new(),
-            pending_member: HashMap::new(),
-            connected: HashMap::new(),
-            strangers: HashMap::new(),
-            rtt: HashMap::new(),
-            last_dial: HashMap::new(),
-        };
+            Some(members),
+            guard.clone(),
+            Some(service),
+            cfg.join_window,
+        );
         runtime.spawn(task.run(rx));
         drop(entered);
         let net = Network {
@@ -288,20 +281,7 @@ pub fn join(
     let entered = runtime.enter();
     let swarm = build_swarm(&cfg, guard.clone(), None)?;
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
-    let task = Task {
-        swarm,
-        local,
-        members: None,
-        guard,
-        service: None,
-        join_window: cfg.join_window,
-        pending: HashMap::new(),
-        pending_member: HashMap::new(),
-        connected: HashMap::new(),
-        strangers: HashMap::new(),
-        rtt: HashMap::new(),
-        last_dial: HashMap::new(),
-    };
+    let task = Task::new(swarm, local, None, guard, None, cfg.join_window);
     runtime.spawn(task.run(rx));
     drop(entered);
     let client = NetClient { tx, local };

@@ -60,6 +60,30 @@ fn request_size(r: &Request) -> usize {
 }
 
 impl Task {
+    pub(super) fn new(
+        swarm: Swarm<Behaviour>,
+        local: PeerId,
+        members: Option<Arc<Membership>>,
+        guard: Arc<Guard>,
+        service: Option<Arc<dyn ShardService>>,
+        join_window: Duration,
+    ) -> Task {
+        Task {
+            swarm,
+            local,
+            members,
+            guard,
+            service,
+            join_window,
+            pending: HashMap::new(),
+            pending_member: HashMap::new(),
+            connected: HashMap::new(),
+            strangers: HashMap::new(),
+            rtt: HashMap::new(),
+            last_dial: HashMap::new(),
+        }
+    }
+
     /// The task: commands in, events out, until every client is gone.
     pub(super) async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         let (done_tx, mut done_rx) = mpsc::channel::<Done>(MAX_STREAMS);
