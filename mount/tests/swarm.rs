@@ -188,7 +188,9 @@ fn wait_placed(data: &Path, timeout: Duration) -> Value {
     let t = Instant::now();
     loop {
         let s = status(data);
-        if s["safe_to_unplug"] == Value::Bool(true) {
+        // (sync(1) of a file fsyncs it: its chunks are committed, and
+        // queued, before the caller waits here.)
+        if s["safe_to_unplug"] == Value::Bool(true) && s["chunks"]["placed"].as_u64() > Some(0) {
             return s;
         }
         assert!(
@@ -341,7 +343,7 @@ fn five_nodes_lose_any_m_storage_nodes_and_nothing_else() {
     // Four storage members: new chunks get k=2, m=2 (one shard each).
     let (mut m, mut serves) = cluster(1, 4, addr, &[]);
     let big = mixed_tree(&m.scratch.join("src"), &mut rng, 256 << 20);
-    m.sh_ok("cp -a \"$S/src\" \"$M/src\" && sync");
+    m.sh_ok("cp -a \"$S/src\" \"$M/src\" && find \"$M/src\" -type f -exec sync {} +");
     let t = Instant::now();
     let s = wait_placed(&m.data, Duration::from_secs(240));
     eprintln!("placed in {:?}: {}", t.elapsed(), s["chunks"]);
@@ -432,7 +434,7 @@ fn a_peer_whose_packets_are_dropped_costs_a_read_at_most_the_deadline() {
     let (mut m, serves) = cluster(2, 4, addr, &[]);
     let (mut rng, _) = Rng::from_env("PANGEA_TEST_SEED");
     mixed_tree(&m.scratch.join("src"), &mut rng, 24 << 20);
-    m.sh_ok("cp -a \"$S/src\" \"$M/src\" && sync");
+    m.sh_ok("cp -a \"$S/src\" \"$M/src\" && find \"$M/src\" -type f -exec sync {} +");
     wait_placed(&m.data, Duration::from_secs(120));
     empty_local_copies(&mut m);
     // Connected to every peer, then one goes silent: its packets vanish,
@@ -462,7 +464,7 @@ fn a_mount_restarted_with_a_backlog_finishes_its_uploads() {
     for s in &mut serves {
         s.kill();
     }
-    m.sh_ok("head -c 20000000 /dev/urandom > \"$M/a\" && seq 1 300000 > \"$M/b\" && sync");
+    m.sh_ok("head -c 20000000 /dev/urandom > \"$M/a\" && seq 1 300000 > \"$M/b\" && sync \"$M/a\" \"$M/b\"");
     std::thread::sleep(Duration::from_secs(3));
     let s = status(&m.data);
     assert!(
@@ -543,7 +545,7 @@ fn bad_tokens_are_refused_fast_and_a_removed_member_is_cut_off() {
             .is_some_and(|p| p.len() == 3 && p.iter().all(|p| p["connected"] == Value::Bool(true)))
     });
     std::thread::sleep(Duration::from_secs(3));
-    m.sh_ok("head -c 8000000 /dev/urandom > \"$M/f\" && sync");
+    m.sh_ok("head -c 8000000 /dev/urandom > \"$M/f\" && sync \"$M/f\"");
     wait_placed(&m.data, Duration::from_secs(60));
     let d = m.data.to_str().expect("utf-8");
     let t = Instant::now();
@@ -611,7 +613,7 @@ fn a_full_storage_node_is_skipped_and_nothing_is_dropped() {
             .is_some_and(|p| p.len() == 3)
     });
     std::thread::sleep(Duration::from_secs(3));
-    m.sh_ok("head -c 12000000 /dev/urandom > \"$M/f\" && sync");
+    m.sh_ok("head -c 12000000 /dev/urandom > \"$M/f\" && sync \"$M/f\"");
     let s = wait_placed(&m.data, Duration::from_secs(90));
     assert_eq!(s["chunks"]["degraded"], 0);
     // Read back over QUIC from the two that hold it.
@@ -642,7 +644,7 @@ fn the_local_disk_is_a_cache_of_placed_chunks() {
     for s in &mut serves {
         s.kill();
     }
-    m.sh_ok("head -c 16000000 /dev/urandom > \"$S/f\" && cp \"$S/f\" \"$M/f\" && sync");
+    m.sh_ok("head -c 16000000 /dev/urandom > \"$S/f\" && cp \"$S/f\" \"$M/f\" && sync \"$M/f\"");
     std::thread::sleep(Duration::from_secs(8));
     assert!(
         local_bytes(&m) >= 16_000_000,
@@ -689,4 +691,32 @@ fn sync_remote_makes_fsync_wait_for_the_peers() {
     assert!(err.contains("Input/output error"), "{err}");
     assert!(t.elapsed() < Duration::from_secs(50), "{:?}", t.elapsed());
     m.expected_errors.push("peers:");
+}
+
+#[test]
+fn a_chunk_on_one_peer_alone_is_never_evicted() {
+    // One storage member holds every shard: losing it would lose the
+    // chunk, so the local copy stays whatever --local-max says.
+    let (m, _serves) = cluster(8, 1, addr, &["--local-max", "1M"]);
+    m.sh_ok("head -c 8000000 /dev/urandom > \"$M/f\" && sync \"$M/f\"");
+    wait_placed(&m.data, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(8)); // the evictor's period, and more
+    assert!(local_bytes(&m) >= 8_000_000, "evicted: {}", local_bytes(&m));
+}
+
+#[test]
+fn a_local_copy_damaged_beyond_repair_is_read_from_the_peers() {
+    let (mut m, _serves) = cluster(9, 2, addr, &[]);
+    m.sh_ok("head -c 9000000 /dev/urandom > \"$S/f\" && cp \"$S/f\" \"$M/f\" && sync \"$M/f\"");
+    wait_placed(&m.data, Duration::from_secs(60));
+    let st = m.unmount();
+    assert!(st.success());
+    // Every local chunk file zeroed (same length): more than m bad shards.
+    for p in walk(&m.data.join("chunks")) {
+        let len = fs::metadata(&p).expect("chunk file").len() as usize;
+        fs::write(&p, vec![0u8; len]).expect("zero a chunk file");
+    }
+    m.start();
+    m.expected_errors.push("unreadable");
+    m.sh_ok("cmp \"$S/f\" \"$M/f\"");
 }

@@ -138,15 +138,18 @@ impl Chunks {
         }
         let plane = p.clone();
         let id = *id;
-        let queued = if entry.rec.location == Location::File {
-            // A fetch thread reads the data shards, then queues their decode
-            // on the pool. The disk is asked for them now, in case the
-            // fetch reads through the page cache.
+        let queued = if entry.rec.location != Location::Inline {
+            // A fetch thread reads the data shards (from the disk, or from
+            // peers for an evicted chunk: never on the encode pool), then
+            // queues their decode on the pool. The disk is asked for them
+            // now, in case the fetch reads through the page cache.
             let m = &entry.manifest;
-            p.local.will_need(
-                &entry.file(),
-                u64::from(m.params.k()) * u64::from(m.shard_len),
-            );
+            if entry.rec.location == Location::File {
+                p.local.will_need(
+                    &entry.file(),
+                    u64::from(m.params.k()) * u64::from(m.shard_len),
+                );
+            }
             let pool = self.pool.clone();
             self.fetch.try_submit(Box::new(move || {
                 let p2 = plane.clone();
@@ -193,8 +196,23 @@ impl Plane {
         let view: Vec<Option<&[u8]>> = (0..total)
             .map(|i| all.as_ref().and_then(|f| f.shard(i, s)))
             .collect();
-        let (plain, report) = self.ces.decode(m, &view).map_err(unreadable)?;
-        Ok((plain, report, remote))
+        match self.ces.decode(m, &view) {
+            Ok((plain, report)) => Ok((plain, report, remote)),
+            Err(e) if !remote => {
+                // The local copy is damaged beyond its parity: the peers'
+                // copies (if any) may still be whole.
+                drop(view);
+                match self.source.get_remote(&at, 0..total, deadline)? {
+                    Some(f) => {
+                        let view: Vec<Option<&[u8]>> = (0..total).map(|i| f.shard(i, s)).collect();
+                        let (plain, report) = self.ces.decode(m, &view).map_err(unreadable)?;
+                        Ok((plain, report, true))
+                    }
+                    None => Err(unreadable(e)),
+                }
+            }
+            Err(e) => Err(unreadable(e)),
+        }
     }
 
     /// Runs a job that holds the decode-ahead claim on `id`; if it panics,

@@ -59,6 +59,18 @@ pub trait ShardSource: Send + Sync {
         deadline: Instant,
     ) -> ChunkResult<Option<Fetched>>;
 
+    /// Shards `want` from copies other than this node's own (peers),
+    /// for when the local copy is damaged beyond repair; None when there
+    /// are none (the default: a source without peers).
+    fn get_remote(
+        &self,
+        _at: &ShardsAt,
+        _want: Range<usize>,
+        _deadline: Instant,
+    ) -> ChunkResult<Option<Fetched>> {
+        Ok(None)
+    }
+
     /// Stores all the shards of the encoding at `at` (back to back),
     /// replacing any earlier copy; `durable`: on stable storage before
     /// this returns.

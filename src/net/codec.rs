@@ -183,6 +183,9 @@ pub enum JoinRefusal {
     Banned,
     Removed,
     Full,
+    /// The admin node could not admit anyone just now (its own disk or
+    /// roster); no fault of the joiner's.
+    Unavailable,
 }
 
 impl std::fmt::Display for JoinRefusal {
@@ -203,6 +206,9 @@ impl std::fmt::Display for JoinRefusal {
                 "this device was removed from the network; the admin must invite a new device"
             }
             JoinRefusal::Full => "the network has as many members as a roster holds",
+            JoinRefusal::Unavailable => {
+                "the admin node cannot admit anyone just now (see its log); try again later"
+            }
         })
     }
 }

@@ -90,10 +90,22 @@ pub struct GuardTotals {
     pub bytes_out: u64,
 }
 
-#[derive(Default)]
 struct PeerState {
     counters: PeerCounters,
     banned_until: Option<Instant>,
+    /// The last request, refusal or strike: quiet peers are forgotten, and
+    /// their strikes with them.
+    last: Instant,
+}
+
+impl Default for PeerState {
+    fn default() -> PeerState {
+        PeerState {
+            counters: PeerCounters::default(),
+            banned_until: None,
+            last: Instant::now(),
+        }
+    }
 }
 
 /// See the module documentation.
@@ -173,6 +185,7 @@ impl Guard {
         if within {
             let mut peers = self.peers();
             let s = peers.entry(*peer).or_default();
+            s.last = Instant::now();
             s.counters.accepted += 1;
             s.counters.bytes_in += bytes as u64;
             return Verdict::Allow;
@@ -209,6 +222,11 @@ impl Guard {
     fn strike(&self, peer: &PeerId) -> bool {
         let mut peers = self.peers();
         let s = peers.entry(*peer).or_default();
+        // Strikes decay: a member throttled once a day is never banned.
+        if s.banned_until.is_none() && s.last.elapsed() > self.cfg.ban_for {
+            s.counters.strikes = 0;
+        }
+        s.last = Instant::now();
         s.counters.strikes += 1;
         if s.counters.strikes >= self.cfg.ban_after && s.banned_until.is_none() {
             s.banned_until = Some(Instant::now() + self.cfg.ban_for);
@@ -245,8 +263,14 @@ impl Guard {
         t
     }
 
-    /// Forgets rate-limiter state of peers not seen lately.
+    /// Forgets peers not seen lately (and not banned), and their
+    /// rate-limiter state: strangers cannot grow the table without bound.
     pub fn tidy(&self) {
+        let keep = self.cfg.ban_for;
+        let now = Instant::now();
+        self.peers().retain(|_, s| {
+            s.banned_until.is_some_and(|t| now < t) || now.duration_since(s.last) < keep
+        });
         self.requests.retain_recent();
         self.bytes.retain_recent();
         self.handshakes.retain_recent();

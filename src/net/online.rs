@@ -170,6 +170,32 @@ impl OnlineHandle {
         })
     }
 
+    /// Does member `peer` say it holds every one of `addresses`? (False
+    /// if it does not answer within `deadline`.)
+    pub fn has_all(
+        &self,
+        peer: &crate::placement::PeerId,
+        addresses: &[crate::ces::ShardId],
+        deadline: Duration,
+    ) -> bool {
+        let Ok(p) = PeerId::from_bytes(peer.as_bytes()) else {
+            return false;
+        };
+        addresses.chunks(super::wire::MAX_HAS).all(|batch| {
+            matches!(
+                self.client.request(
+                    p,
+                    Vec::new(),
+                    Request::Has {
+                        addresses: batch.to_vec()
+                    },
+                    deadline
+                ),
+                Ok(Response::Have { held }) if held.len() == batch.len() && held.iter().all(|h| *h)
+            )
+        })
+    }
+
     /// Is `peer` (a placement peer id) a member now?
     pub fn is_live(&self, peer: &crate::placement::PeerId) -> bool {
         PeerId::from_bytes(peer.as_bytes()).is_ok_and(|p| self.members.is_member(&p))

@@ -63,31 +63,55 @@ type Holders = (Manifest, HashMap<usize, Vec<NetPeer>>);
 struct Proximity {
     client: NetClient,
     table: Mutex<(Instant, RttTable)>,
+    refreshing: std::sync::atomic::AtomicBool,
 }
 
 impl Proximity {
     fn new(client: NetClient) -> Proximity {
         Proximity {
             client,
-            table: Mutex::new((Instant::now() - RTT_REFRESH * 2, HashMap::new())),
+            table: Mutex::new((
+                Instant::now()
+                    .checked_sub(RTT_REFRESH * 2)
+                    .unwrap_or_else(Instant::now),
+                HashMap::new(),
+            )),
+            refreshing: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
     /// (connected, rtt ms) of `peer`, from a table refreshed every few s.
+    /// The refresh (a call to the network task) is made by one reader at a
+    /// time, without the table's lock: the others use the old table.
     fn of(&self, peer: &NetPeer) -> (bool, f64) {
-        let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
-        if t.0.elapsed() > RTT_REFRESH {
-            if let Ok(peers) = self.client.peers() {
-                t.1 = peers
+        let stale = self.lock().0.elapsed() > RTT_REFRESH;
+        if stale
+            && self
+                .refreshing
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            let fresh: Option<RttTable> = self.client.peers().ok().map(|peers| {
+                peers
                     .into_iter()
                     .filter_map(|p| {
                         Some((p.peer.parse().ok()?, (p.connected, p.rtt_ms.unwrap_or(1e3))))
                     })
-                    .collect();
+                    .collect()
+            });
+            let mut t = self.lock();
+            if let Some(f) = fresh {
+                t.1 = f;
             }
             t.0 = Instant::now();
+            drop(t);
+            self.refreshing.store(false, Ordering::Release);
         }
-        t.1.get(peer).copied().unwrap_or((false, 1e4))
+        self.lock().1.get(peer).copied().unwrap_or((false, 1e4))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Instant, RttTable)> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn sort(&self, peers: &mut [NetPeer]) {
@@ -581,10 +605,13 @@ impl ShardSource for RemoteShards {
         deadline: Instant,
     ) -> ChunkResult<Option<Fetched>> {
         let need = want.len().saturating_mul(shard_len);
-        if let Some(f) = self.local.get(at, shard_len, want.clone(), buf, deadline)?
-            && f.bytes.len().saturating_sub(f.start) >= need
-        {
-            return Ok(Some(f));
+        match self.local.get(at, shard_len, want.clone(), buf, deadline) {
+            Ok(Some(f)) if f.bytes.len().saturating_sub(f.start) >= need => return Ok(Some(f)),
+            Ok(_) => {}
+            // The local copy cannot be read (EIO...): the peers' can.
+            Err(e) => {
+                debug!(chunk = %at.chunk, error = %e, "local shards unreadable; asking peers")
+            }
         }
         let deadline = deadline.min(Instant::now() + self.op_timeout);
         self.fetch(at, want, deadline)
@@ -592,6 +619,16 @@ impl ShardSource for RemoteShards {
 
     fn put(&self, at: &ShardsAt, shards: &[u8], durable: bool) -> ChunkResult<()> {
         self.local.put(at, shards, durable)
+    }
+
+    fn get_remote(
+        &self,
+        at: &ShardsAt,
+        want: Range<usize>,
+        deadline: Instant,
+    ) -> ChunkResult<Option<Fetched>> {
+        let deadline = deadline.min(Instant::now() + self.op_timeout);
+        self.fetch(at, want, deadline)
     }
 
     fn has(&self, at: &ShardsAt) -> ChunkResult<bool> {

@@ -280,20 +280,24 @@ impl Membership {
             Some(u) => u.1 += 1,
             None => uses.used.push((body.id, 1, body.expires_ms)),
         }
-        self.files.save_invite_uses(&uses)?;
         let member = Member {
             peer: peer.to_bytes(),
             role,
             name: name.chars().take(64).collect(),
             addrs: addrs
                 .iter()
+                .filter(|a| a.len() <= 256)
                 .take(super::member::MAX_ADDRS)
                 .cloned()
                 .collect(),
             added_ms: now,
         };
+        // The roster first: a use is counted only for a member admitted
+        // (a failure after it can at worst leave one use uncounted).
+        let signed = self.change(|b| b.members.push(member))?;
+        self.files.save_invite_uses(&uses)?;
         info!(%peer, ?role, "admitted a new member");
-        self.change(|b| b.members.push(member))
+        Ok(signed)
     }
 
     /// Removes `peer` from the network (admin only).

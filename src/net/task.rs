@@ -590,7 +590,6 @@ impl Task {
                             ),
                             Err(e) => {
                                 info!(%peer, error = %e, "a join was refused");
-                                guard.refused(&peer);
                                 let why = match e {
                                     MemberError::Expired(_) => JoinRefusal::Expired,
                                     MemberError::UsedUp => JoinRefusal::UsedUp,
@@ -599,8 +598,17 @@ impl Task {
                                     MemberError::NotAdmin => JoinRefusal::NotAdmin,
                                     MemberError::Removed => JoinRefusal::Removed,
                                     MemberError::Full => JoinRefusal::Full,
+                                    MemberError::Io(_) | MemberError::BadRoster(_) => {
+                                        JoinRefusal::Unavailable
+                                    }
                                     _ => JoinRefusal::Malformed,
                                 };
+                                // The admin node's own faults strike no one.
+                                if matches!(why, JoinRefusal::Unavailable | JoinRefusal::Full) {
+                                    guard.declined(&peer);
+                                } else {
+                                    guard.refused(&peer);
+                                }
                                 (MemberResponse::Refused(why), false)
                             }
                         }

@@ -62,6 +62,30 @@ impl Evictor {
     }
 }
 
+impl Evictor {
+    /// Does every holder of chunk `id` confirm it still has its shards?
+    fn confirmed(&self, id: &crate::ces::ChunkId) -> bool {
+        let Ok(Some(entry)) = self.chunks.table().get(id) else {
+            return false;
+        };
+        let Ok(holders) = self.queue.holders(id) else {
+            return false;
+        };
+        let mut by_peer: std::collections::HashMap<
+            crate::placement::PeerId,
+            Vec<crate::ces::ShardId>,
+        > = std::collections::HashMap::new();
+        for (i, p) in holders {
+            if let Some(a) = entry.manifest.shard_ids.get(usize::from(i)) {
+                by_peer.entry(p).or_default().push(*a);
+            }
+        }
+        by_peer
+            .iter()
+            .all(|(p, addrs)| self.net.has_all(p, addrs, Duration::from_secs(5)))
+    }
+}
+
 impl Worker for Evictor {
     fn name(&self) -> String {
         "evictor".into()
@@ -94,6 +118,11 @@ impl Worker for Evictor {
         for (id, size) in candidates {
             if freed >= over || stop.is_raised() {
                 break;
+            }
+            // The holders are asked first: a record is what we wrote, not
+            // what they still have.
+            if !self.confirmed(&id) {
+                continue;
             }
             match self.queue.evict(&id, &live) {
                 Ok(true) => {

@@ -380,13 +380,16 @@ impl Node {
         let releases = Arc::new(Releases::start(fs.clone()));
         let runner = Runner::new(cfg.clock.clone());
         #[cfg(feature = "net")]
-        if let Some(on) = online.as_ref().filter(|_| cfg.auto_params) {
+        if let Some(on) = online.as_ref().filter(|_| !ro) {
             let fit = fit::FitParams {
+                auto: cfg.auto_params,
                 chunks: fs.chunk_layer().clone(),
                 members: on.members.clone(),
                 client: on.client(),
                 alone: cfg.fs.shard_params,
                 changes: 0,
+                queue: fs.upload_queue(),
+                forgotten: std::collections::HashSet::new(),
             };
             runner.spawn(Box::new(fit), 0).map_err(NodeError::Worker)?;
         }

@@ -148,7 +148,15 @@ pub fn wait_on_peers(
     let until = std::time::Instant::now() + deadline;
     let queue = fs.upload_queue();
     let layer = fs.chunk_layer();
-    let mut pending: Vec<crate::ces::ChunkId> = chunks.to_vec();
+    // Only chunks still on their way: a close after reading, or after
+    // writing nothing new, does not wait for old chunks (even degraded
+    // ones: re-placing those is the healer's work).
+    let mut pending: Vec<crate::ces::ChunkId> = Vec::new();
+    for id in chunks {
+        if queue.is_queued(id).map_err(|e| e.to_string())? {
+            pending.push(*id);
+        }
+    }
     loop {
         let mut short = Vec::new();
         for id in pending {

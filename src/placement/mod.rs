@@ -152,7 +152,8 @@ impl UploadQueue {
                 .map_err(|_| ChunkError::Corrupt("peer table"))?,
         );
         let table = self.chunks.table();
-        let _records = table.lock();
+        // Scanned without the records lock (FUSE takes it); each hit is
+        // read again under it.
         let mut hit = Vec::new();
         self.kv.scan(Cf::Chunk, &[], &[], &mut |k, v| {
             if let (Ok(id), Ok(rec)) = (
@@ -164,9 +165,12 @@ impl UploadQueue {
             }
             true
         })?;
+        let _records = table.lock();
         let mut b = Batch::new();
         for id in &hit {
-            if let Some(mut rec) = table.record(id)? {
+            if let Some(mut rec) = table.record(id)?
+                && rec.holders.iter().any(|h| h.peer == number)
+            {
                 rec.holders.retain(|h| h.peer != number);
                 table.put(&mut b, id, &rec);
                 queue::place(&mut b, id);
@@ -176,20 +180,24 @@ impl UploadQueue {
         Ok(hit.len() as u64)
     }
 
-    /// Is every shard of `rec` (of `total`) held by a live peer?
+    /// Is every shard of `rec` (of `total`, k of them data) held by a live
+    /// peer, spread so that losing any one holder leaves k?
     fn fully_placed(
         &self,
         rec: &crate::chunks::ChunkRecord,
         total: usize,
+        k: usize,
         live: &dyn Fn(&PeerId) -> bool,
     ) -> ChunkResult<bool> {
         let mut shards = std::collections::HashSet::new();
+        let mut per_peer: std::collections::HashMap<u32, usize> = std::collections::HashMap::new();
         for h in &rec.holders {
-            if self.peers.identity(h.peer)?.is_some_and(|p| live(&p)) {
-                shards.insert(h.shard);
+            if self.peers.identity(h.peer)?.is_some_and(|p| live(&p)) && shards.insert(h.shard) {
+                *per_peer.entry(h.peer).or_default() += 1;
             }
         }
-        Ok(shards.len() >= total)
+        let most = per_peer.values().copied().max().unwrap_or(0);
+        Ok(shards.len() >= total && total - most >= k)
     }
 
     /// Chunks whose local copy (a chunk file) may go: every shard is on a
@@ -199,31 +207,43 @@ impl UploadQueue {
         live: &dyn Fn(&PeerId) -> bool,
         limit: usize,
     ) -> ChunkResult<Vec<(ChunkId, u64)>> {
-        let mut candidates = Vec::new();
+        // Filtered during the scan, so that chunks that cannot go (degraded,
+        // queued) never hide those that can behind the limit.
+        let mut out = Vec::new();
+        let mut failed: Option<ChunkError> = None;
         self.kv.scan(Cf::Chunk, &[], &[], &mut |k, v| {
-            if let (Ok(id), Ok(rec)) = (
+            let (Ok(id), Ok(rec)) = (
                 <[u8; 32]>::try_from(k),
                 crate::chunks::ChunkRecord::decode(v),
-            ) && rec.location == crate::chunks::Location::File
-                && !rec.holders.is_empty()
-            {
-                candidates.push((ChunkId(id), rec));
-            }
-            candidates.len() < limit
-        })?;
-        let mut out = Vec::new();
-        for (id, rec) in candidates {
-            let Ok(m) = crate::ces::Manifest::decode(&rec.manifest) else {
-                continue;
+            ) else {
+                return true;
             };
-            let total = m.params.total();
-            if self.kv.get(Cf::Upload, &queue::place_key(&id))?.is_none()
-                && self.fully_placed(&rec, total, live)?
-            {
-                out.push((id, u64::from(m.shard_len) * total as u64));
+            if rec.location != crate::chunks::Location::File || rec.holders.is_empty() {
+                return true;
             }
+            let Ok(m) = crate::ces::Manifest::decode(&rec.manifest) else {
+                return true;
+            };
+            let id = ChunkId(id);
+            let total = m.params.total();
+            let ok = (|| -> ChunkResult<bool> {
+                Ok(self.kv.get(Cf::Upload, &queue::place_key(&id))?.is_none()
+                    && self.fully_placed(&rec, total, usize::from(m.params.k()), live)?)
+            })();
+            match ok {
+                Ok(true) => out.push((id, u64::from(m.shard_len) * total as u64)),
+                Ok(false) => {}
+                Err(e) => {
+                    failed = Some(e);
+                    return false;
+                }
+            }
+            out.len() < limit
+        })?;
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(out),
         }
-        Ok(out)
     }
 
     /// Drops chunk `id`'s local copy if every shard is still on a live
@@ -238,9 +258,10 @@ impl UploadQueue {
                 return Ok(false);
             };
             let total = entry.manifest.params.total();
+            let k = usize::from(entry.manifest.params.k());
             if entry.rec.location != crate::chunks::Location::File
                 || self.kv.get(Cf::Upload, &queue::place_key(id))?.is_some()
-                || !self.fully_placed(&entry.rec, total, live)?
+                || !self.fully_placed(&entry.rec, total, k, live)?
             {
                 return Ok(false);
             }
@@ -253,6 +274,11 @@ impl UploadQueue {
         };
         self.chunks.delete_file(&file)?;
         Ok(true)
+    }
+
+    /// Is chunk `id` waiting to be placed?
+    pub fn is_queued(&self, id: &ChunkId) -> ChunkResult<bool> {
+        Ok(self.kv.get(Cf::Upload, &queue::place_key(id))?.is_some())
     }
 
     /// Chunks waiting to be placed, and the bytes of their shards.
