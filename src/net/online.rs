@@ -44,6 +44,8 @@ pub struct NetSetup {
     /// The longest a read waits on peers.
     pub op_timeout: Duration,
     pub guard: GuardConfig,
+    /// Look for members on the local network (`--mdns`; off by default).
+    pub mdns: bool,
 }
 
 impl NetSetup {
@@ -55,6 +57,7 @@ impl NetSetup {
             name: host_name(),
             op_timeout: Duration::from_secs(10),
             guard: GuardConfig::default(),
+            mdns: false,
         }
     }
 }
@@ -295,6 +298,7 @@ pub fn bring_up(
     let members = Arc::new(members);
     let mut cfg = NetConfig::new(keypair, listen);
     cfg.guard = setup.guard.clone();
+    cfg.mdns = setup.mdns;
     let network = Network::start(cfg, members.clone(), service)?;
     if members.is_admin() {
         let addrs = dialable(network.client().listeners()?);

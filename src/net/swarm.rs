@@ -102,6 +102,9 @@ pub struct NetConfig {
     pub guard: GuardConfig,
     /// How long a stranger's connection may stay open to ask to join.
     pub join_window: Duration,
+    /// Look for members on the local network with mDNS (multicast on
+    /// every interface). Off unless asked for (`--mdns`); never in tests.
+    pub mdns: bool,
 }
 
 impl NetConfig {
@@ -112,6 +115,7 @@ impl NetConfig {
             idle_timeout: Duration::from_secs(300),
             guard: GuardConfig::default(),
             join_window: Duration::from_secs(10),
+            mdns: false,
         }
     }
 }
@@ -133,6 +137,9 @@ pub(super) struct Behaviour {
     pub(super) member: request_response::Behaviour<MemberCodec>,
     pub(super) identify: identify::Behaviour,
     pub(super) ping: ping::Behaviour,
+    /// Only with [`NetConfig::mdns`]: members found on the local network
+    /// get their addresses added (strangers found are ignored).
+    pub(super) mdns: libp2p::swarm::behaviour::toggle::Toggle<libp2p::mdns::tokio::Behaviour>,
 }
 
 pub(super) type Reply<T> = SyncSender<Result<T, NetError>>;
@@ -340,6 +347,17 @@ fn build_swarm(
         .with_max_pending_incoming(Some(64))
         .with_max_established_incoming(Some(256))
         .with_max_established_per_peer(Some(4));
+    let mdns = if cfg.mdns {
+        Some(
+            libp2p::mdns::tokio::Behaviour::new(
+                libp2p::mdns::Config::default(),
+                cfg.keypair.public().to_peer_id(),
+            )
+            .map_err(|e| NetError::Transport(format!("mdns: {e}")))?,
+        )
+    } else {
+        None
+    };
     let swarm = libp2p::SwarmBuilder::with_existing_identity(cfg.keypair.clone())
         .with_tokio()
         .with_tcp(
@@ -369,6 +387,7 @@ fn build_swarm(
                 key.public(),
             )),
             ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(5))),
+            mdns: mdns.into(),
         })
         .map_err(|e| transport(&e))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(cfg.idle_timeout))

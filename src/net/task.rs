@@ -341,6 +341,14 @@ impl Task {
                     self.swarm.add_peer_address(peer_id, a);
                 }
             }
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(libp2p::mdns::Event::Discovered(found))) => {
+                for (peer, a) in found {
+                    if self.is_member(&peer) {
+                        debug!(%peer, addr = %a, "a member found on the local network");
+                        self.swarm.add_peer_address(peer, a);
+                    }
+                }
+            }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
                 endpoint,

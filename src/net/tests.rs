@@ -665,3 +665,13 @@ fn concurrent_joins_count_every_use() {
     assert_eq!(ok.into_inner(), 3, "a use was lost or counted twice");
     assert_eq!(net.admin.roster().members.len(), 4);
 }
+
+#[test]
+fn mdns_is_off_unless_asked_for() {
+    // Multicast never leaves this machine in tests: only the defaults are
+    // checked here (`--mdns` turns it on).
+    let c = NetConfig::new(identity::Keypair::generate_ed25519(), Vec::new());
+    assert!(!c.mdns);
+    assert!(!super::online::NetSetup::new(Role::Serve).mdns);
+    assert!(!super::online::NetSetup::new(Role::Mount).mdns);
+}

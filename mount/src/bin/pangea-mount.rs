@@ -72,6 +72,10 @@ struct Args {
     /// This node's name in the roster (default: the host name).
     #[arg(long)]
     name: Option<String>,
+    /// Find members on the local network with mDNS (multicast). Off by
+    /// default: addresses come from the roster.
+    #[arg(long)]
+    mdns: bool,
     /// With peers: keep at most this much of chunk files here (e.g. 20G);
     /// chunks whose every shard is on a peer are evicted beyond it, those
     /// not read lately first. Default: evict only when the data dir's disk
@@ -275,6 +279,7 @@ fn serve(
             }
             net.join = args.join.clone();
             net.op_timeout = Duration::from_secs(args.op_timeout.max(1));
+            net.mdns = args.mdns;
             if let Some(n) = &args.name {
                 net.name = n.clone();
             }

@@ -13,6 +13,7 @@ pub fn run(
     listen: Vec<String>,
     quota: u64,
     name: Option<String>,
+    mdns: bool,
 ) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PANGEA_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -28,6 +29,7 @@ pub fn run(
     sigs.thread_block()?;
     let mut net = NetSetup::new(Role::Serve);
     net.join = join;
+    net.mdns = mdns;
     if !listen.is_empty() {
         net.listen = listen;
     }
