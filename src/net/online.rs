@@ -117,6 +117,8 @@ impl OnlineHandle {
 
     /// Removes member `peer` (text peer id; admin nodes only) and tells
     /// every connected member.
+    /// Its copies count as lost: the `fit-params` worker of every
+    /// filesystem node that takes the new roster places them again.
     pub fn remove(&self, peer: &str) -> Result<crate::placement::PeerId, NetError> {
         let p: PeerId = peer
             .parse()

@@ -288,17 +288,19 @@ pub fn join(
     let entered = runtime.enter();
     let swarm = build_swarm(&cfg, guard.clone(), None)?;
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
-    let task = Task::new(swarm, local, None, guard, None, cfg.join_window);
+    let task = Task::new(swarm, local, None, guard.clone(), None, cfg.join_window);
     runtime.spawn(task.run(rx));
     drop(entered);
-    let client = NetClient { tx, local };
-    let until = Instant::now() + deadline;
-    let mut last = NetError::Transport("the invite names no node to dial".into());
+    // A network of its own for the exchange: dropped (runtime and all)
+    // when this returns.
     let net = Network {
-        client: client.clone(),
-        guard: Arc::new(Guard::new(GuardConfig::default())),
+        client: NetClient { tx, local },
+        guard,
         runtime: Some(runtime),
     };
+    let client = net.client();
+    let until = Instant::now() + deadline;
+    let mut last = NetError::Transport("the invite names no node to dial".into());
     for (peer, peer_addrs) in &body.bootstrap {
         let Ok(peer) = PeerId::from_bytes(peer) else {
             continue;
@@ -321,7 +323,6 @@ pub fn join(
             reply,
         }) {
             Ok(MemberResponse::Welcome { network, roster }) => {
-                drop(net);
                 return Ok(Welcome { network, roster });
             }
             Ok(MemberResponse::Refused(why)) => return Err(NetError::JoinRefused(why)),
@@ -331,7 +332,6 @@ pub fn join(
             Err(e) => last = e,
         }
     }
-    drop(net);
     Err(last)
 }
 

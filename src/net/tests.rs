@@ -94,6 +94,14 @@ fn start(
     Node { net, held, members }
 }
 
+/// Admits `peer` to `admin`'s network as a storage member (an invite of
+/// one use, taken at once).
+fn admit(admin: &Membership, peer: &PeerId, name: &str) {
+    let token = admin.invite(Duration::from_secs(60), 1, vec![]).unwrap();
+    let (invite, _) = super::member::Invite::parse(&token).unwrap();
+    admin.admit(&invite, peer, Role::Serve, name, &[]).unwrap();
+}
+
 /// Connects `a` to `b` (a request carrying `b`'s addresses).
 fn connect(a: &Node, b: &Node) {
     let addrs = b.net.client().listeners().unwrap();
@@ -248,14 +256,7 @@ fn a_silent_peer_costs_at_most_the_deadline() {
     });
     // A member (in the roster) whose machine went silent.
     let nobody = identity::Keypair::generate_ed25519().public().to_peer_id();
-    let token = net
-        .admin
-        .invite(Duration::from_secs(60), 1, vec![])
-        .unwrap();
-    let (invite, _) = super::member::Invite::parse(&token).unwrap();
-    net.admin
-        .admit(&invite, &nobody, Role::Serve, "silent", &[])
-        .unwrap();
+    admit(&net.admin, &nobody, "silent");
     let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/{port}").parse().unwrap();
     let started = Instant::now();
     let r = nodes[0].net.client().request(
@@ -381,10 +382,7 @@ fn a_stranger_cannot_store_or_fetch_and_is_banned_then_cut_off() {
         &[],
     )
     .unwrap();
-    let token = own.invite(Duration::from_secs(60), 1, vec![]).unwrap();
-    let (invite, _) = super::member::Invite::parse(&token).unwrap();
-    own.admit(&invite, &target_id, Role::Serve, "t", &[])
-        .unwrap();
+    admit(&own, &target_id, "t");
     let stranger = start(
         key,
         Arc::new(own),
@@ -515,14 +513,7 @@ fn a_read_goes_around_a_lying_holder_and_counts_it() {
     let (net, mut nodes) = network(2, "/ip4/127.0.0.1/tcp/0", GuardConfig::default());
     let key = identity::Keypair::generate_ed25519();
     let liar_id = key.public().to_peer_id();
-    let token = net
-        .admin
-        .invite(Duration::from_secs(60), 1, vec![])
-        .unwrap();
-    let (invite, _) = super::member::Invite::parse(&token).unwrap();
-    net.admin
-        .admit(&invite, &liar_id, Role::Serve, "liar", &[])
-        .unwrap();
+    admit(&net.admin, &liar_id, "liar");
     let d = tempfile::tempdir().unwrap();
     let liar_members = Membership::joined(
         MemberFiles::new(d.path()),

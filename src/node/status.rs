@@ -208,16 +208,6 @@ fn mount_request(
 ) -> Result<Value, String> {
     match req {
         ControlRequest::Status => mount_status(fs, net),
-        ControlRequest::Remove { peer } => {
-            let net = net.ok_or("this node is not on a network")?;
-            let gone = net.remove(peer).map_err(|e| e.to_string())?;
-            // Its copies count as lost: their chunks are placed again.
-            let requeued = fs
-                .upload_queue()
-                .forget_peer(&gone)
-                .map_err(|e| e.to_string())?;
-            Ok(json!({ "removed": peer, "chunks_to_place_again": requeued }))
-        }
         other => network_request(net, other),
     }
 }
