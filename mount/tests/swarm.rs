@@ -341,7 +341,8 @@ fn five_nodes_lose_any_m_storage_nodes_and_nothing_else() {
     let (mut rng, seed) = Rng::from_env("PANGEA_TEST_SEED");
     eprintln!("seed {seed}");
     // Four storage members: new chunks get k=2, m=2 (one shard each).
-    let (mut m, mut serves) = cluster(1, 4, addr, &[]);
+    // No healer: this test is about reads with shards missing.
+    let (mut m, mut serves) = cluster(1, 4, addr, &["--no-heal"]);
     let big = mixed_tree(&m.scratch.join("src"), &mut rng, 256 << 20);
     m.sh_ok("cp -a \"$S/src\" \"$M/src\" && find \"$M/src\" -type f -exec sync {} +");
     let t = Instant::now();
@@ -719,4 +720,59 @@ fn a_local_copy_damaged_beyond_repair_is_read_from_the_peers() {
     m.start();
     m.expected_errors.push("unreadable");
     m.sh_ok("cmp \"$S/f\" \"$M/f\"");
+}
+
+/// The healer's status line.
+fn healer(data: &Path) -> Value {
+    status(data)["healer"].clone()
+}
+
+#[test]
+fn a_lost_storage_node_is_healed_while_reads_go_on() {
+    let (mut rng, seed) = Rng::from_env("PANGEA_TEST_SEED");
+    eprintln!("seed {seed}");
+    let (mut m, mut serves) = cluster(10, 4, addr, &["--heal-grace", "3s", "--heal-rescan", "2s"]);
+    mixed_tree(&m.scratch.join("src"), &mut rng, 24 << 20);
+    m.sh_ok("cp -a \"$S/src\" \"$M/src\" && find \"$M/src\" -type f -exec sync {} +");
+    wait_placed(&m.data, Duration::from_secs(120));
+    assert_eq!(healer(&m.data)["repaired"], 0, "nothing to heal yet");
+    // Every repair and read now fetches from the peers.
+    empty_local_copies(&mut m);
+    serves[0].kill();
+    let t = Instant::now();
+    let mut rounds = 0;
+    loop {
+        // No read fails while the healer works.
+        same_tree(&m, "while healing");
+        rounds += 1;
+        let s = status(&m.data);
+        if s["chunks"]["degraded"] == 0
+            && s["chunks"]["local_only"] == 0
+            && s["healer"]["queued"] == 0
+            && s["healer"]["repaired"].as_u64() > Some(0)
+        {
+            eprintln!(
+                "healed in {:?} ({rounds} full reads meanwhile): {}",
+                t.elapsed(),
+                s["healer"]
+            );
+            let log = m.log_text();
+            for l in log.lines().filter(|l| l.contains("repair failed")).take(3) {
+                eprintln!("  {l}");
+            }
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "not healed in 120 s: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // Full redundancy again: any one more storage node may go.
+    serves[1].kill();
+    m.remount();
+    same_tree(&m, "healed, then a second node down");
+    let h = healer(&m.data);
+    assert_eq!(h["failing"], 0, "{h}");
+    drop(serves);
 }

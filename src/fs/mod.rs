@@ -498,6 +498,11 @@ impl Fs {
         crate::placement::UploadQueue::new(self.kv.clone(), self.chunks.clone())
     }
 
+    /// The heal queue over this filesystem's index (the healer's).
+    pub fn heal_queue(&self) -> crate::placement::HealQueue {
+        crate::placement::HealQueue::new(self.kv.clone(), self.chunks.clone())
+    }
+
     /// The configuration in use.
     pub fn config(&self) -> &FsConfig {
         &self.cfg

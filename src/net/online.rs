@@ -46,6 +46,8 @@ pub struct NetSetup {
     pub guard: GuardConfig,
     /// Look for members on the local network (`--mdns`; off by default).
     pub mdns: bool,
+    /// This node's failure domain, announced to the others (`--zone`).
+    pub zone: Option<String>,
 }
 
 impl NetSetup {
@@ -58,6 +60,7 @@ impl NetSetup {
             op_timeout: Duration::from_secs(10),
             guard: GuardConfig::default(),
             mdns: false,
+            zone: None,
         }
     }
 }
@@ -76,6 +79,8 @@ pub struct Online {
     pub network: Network,
     pub members: Arc<Membership>,
     pub stats: Arc<RemoteStats>,
+    /// What this node learned of its peers (the prober's).
+    pub book: Arc<crate::placement::PeerBook>,
 }
 
 impl Online {
@@ -86,6 +91,7 @@ impl Online {
             members: self.members.clone(),
             stats: self.stats.clone(),
             guard: self.network.guard().clone(),
+            book: self.book.clone(),
         }
     }
 
@@ -105,6 +111,7 @@ pub struct OnlineHandle {
     pub members: Arc<Membership>,
     pub stats: Arc<RemoteStats>,
     pub guard: Arc<super::guard::Guard>,
+    pub book: Arc<crate::placement::PeerBook>,
 }
 
 impl OnlineHandle {
@@ -151,6 +158,7 @@ impl OnlineHandle {
             }
             let id = p.to_string();
             let st = state.iter().find(|s| s.peer == id);
+            let learned = self.book.get(&crate::placement::PeerId(p.to_bytes()));
             out.push(serde_json::json!({
                 "id": id,
                 "name": m.name,
@@ -158,6 +166,14 @@ impl OnlineHandle {
                 "addrs": m.addrs,
                 "connected": st.is_some_and(|s| s.connected),
                 "rtt_ms": st.and_then(|s| s.rtt_ms),
+                "srtt_ms": learned.as_ref().map(|r| r.srtt_ms),
+                "jitter_ms": learned.as_ref().map(|r| r.rttvar_ms),
+                "loss": learned.as_ref().map(|r| r.loss),
+                "availability": learned.as_ref().map(|r| r.availability()),
+                "bandwidth_mbps": learned.as_ref().map(|r| r.bw_bps / 1e6),
+                "score": learned.as_ref().map_or(1.0, |r| r.score()),
+                "domain": learned.as_ref().map(|r| r.domain.clone()).filter(|d| !d.is_empty()),
+                "up": learned.as_ref().is_none_or(|r| r.down_since_ms.is_none()),
                 "guard": counters.get(&id),
             }));
         }
@@ -201,9 +217,11 @@ impl OnlineHandle {
         })
     }
 
-    /// Is `peer` (a placement peer id) a member now?
+    /// Is `peer` (a placement peer id) a member now, and up (as far as
+    /// the prober knows)?
     pub fn is_live(&self, peer: &crate::placement::PeerId) -> bool {
         PeerId::from_bytes(peer.as_bytes()).is_ok_and(|p| self.members.is_member(&p))
+            && self.book.is_up(peer)
     }
 }
 
@@ -250,6 +268,7 @@ pub fn bring_up(
     dir: &Path,
     setup: &NetSetup,
     service: Arc<dyn ShardService>,
+    book: Arc<crate::placement::PeerBook>,
 ) -> Result<Online, NetError> {
     let files = MemberFiles::new(dir);
     let keypair = files.identity()?;
@@ -301,6 +320,7 @@ pub fn bring_up(
     let mut cfg = NetConfig::new(keypair, listen);
     cfg.guard = setup.guard.clone();
     cfg.mdns = setup.mdns;
+    cfg.zone = setup.zone.clone();
     let network = Network::start(cfg, members.clone(), service)?;
     if members.is_admin() {
         let addrs = dialable(network.client().listeners()?);
@@ -310,5 +330,6 @@ pub fn bring_up(
         network,
         members,
         stats: Arc::new(RemoteStats::default()),
+        book,
     })
 }

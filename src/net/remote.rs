@@ -32,7 +32,9 @@ use crate::ces::{Manifest, ShardId};
 use crate::chunks::{
     ChunkError, ChunkRecord, ChunkResult, Fetched, LocalShards, ShardSource, ShardsAt,
 };
-use crate::placement::{PeerId, PeerTable, PlaceError, ShardToPlace, ShardTransport};
+use crate::placement::{
+    PeerBook, PeerId, PeerTable, PlaceError, ShardToPlace, ShardTransport, Spread,
+};
 use crate::store::{Cf, Kv};
 
 /// How long a member that failed a put is skipped.
@@ -59,17 +61,20 @@ type RttTable = HashMap<NetPeer, (bool, f64)>;
 /// A chunk's manifest and its holders by shard index.
 type Holders = (Manifest, HashMap<usize, Vec<NetPeer>>);
 
-/// Peers ordered best first: connected, then by RTT.
+/// Peers ordered best first: connected, then by the book's score
+/// (proximity, availability, loss), then by RTT.
 struct Proximity {
     client: NetClient,
+    book: Arc<PeerBook>,
     table: Mutex<(Instant, RttTable)>,
     refreshing: std::sync::atomic::AtomicBool,
 }
 
 impl Proximity {
-    fn new(client: NetClient) -> Proximity {
+    fn new(client: NetClient, book: Arc<PeerBook>) -> Proximity {
         Proximity {
             client,
+            book,
             table: Mutex::new((
                 Instant::now()
                     .checked_sub(RTT_REFRESH * 2)
@@ -115,14 +120,18 @@ impl Proximity {
     }
 
     fn sort(&self, peers: &mut [NetPeer]) {
-        let mut keyed: Vec<(NetPeer, (bool, f64))> =
-            peers.iter().map(|p| (*p, self.of(p))).collect();
+        let mut keyed: Vec<(NetPeer, (bool, f64, f64))> = peers
+            .iter()
+            .map(|p| {
+                let (up, rtt) = self.of(p);
+                (*p, (up, self.book.score(&from_net(p)), rtt))
+            })
+            .collect();
         keyed.sort_by(|a, b| {
-            b.1.0.cmp(&a.1.0).then(
-                a.1.1
-                    .partial_cmp(&b.1.1)
-                    .unwrap_or(std::cmp::Ordering::Equal),
-            )
+            b.1.0
+                .cmp(&a.1.0)
+                .then(b.1.1.total_cmp(&a.1.1))
+                .then(a.1.2.total_cmp(&b.1.2))
         });
         for (slot, (p, _)) in peers.iter_mut().zip(keyed) {
             *slot = p;
@@ -159,9 +168,10 @@ impl NetTransport {
         client: NetClient,
         members: Arc<Membership>,
         stats: Arc<RemoteStats>,
+        book: Arc<PeerBook>,
     ) -> NetTransport {
         NetTransport {
-            proximity: Proximity::new(client.clone()),
+            proximity: Proximity::new(client.clone(), book),
             client,
             members,
             skip: Mutex::new(HashMap::new()),
@@ -203,8 +213,16 @@ impl NetTransport {
             address: shard.address,
             bytes: shard.bytes.clone(),
         };
+        let t = Instant::now();
         match self.client.request(peer, Vec::new(), request, PUT_DEADLINE) {
-            Ok(Response::Stored) => Ok(()),
+            Ok(Response::Stored) => {
+                self.proximity.book.transfer(
+                    &who,
+                    shard.bytes.len() as u64,
+                    t.elapsed().as_secs_f64(),
+                );
+                Ok(())
+            }
             Ok(Response::Refused(Refusal::Full)) => Err(PlaceError::Full(who)),
             Ok(Response::Refused(Refusal::Busy)) => Err(PlaceError::PeerDown(who)),
             Ok(Response::Refused(r)) => Err(PlaceError::Refused {
@@ -233,13 +251,24 @@ fn refusal_text(r: Refusal) -> &'static str {
 
 impl ShardTransport for NetTransport {
     fn place(&self, shards: &[ShardToPlace], avoid: &[PeerId]) -> Vec<Result<PeerId, PlaceError>> {
+        self.place_spread(shards, avoid, Spread::ANY)
+    }
+
+    fn place_spread(
+        &self,
+        shards: &[ShardToPlace],
+        avoid: &[PeerId],
+        spread: Spread,
+    ) -> Vec<Result<PeerId, PlaceError>> {
+        let per_domain = spread.per_domain;
+        let up = |p: &NetPeer| !spread.only_up || self.proximity.book.is_up(&from_net(p));
         let me = self.client.local_peer_id();
         let mut candidates: Vec<NetPeer> = self
             .members
             .storage_peers(&me)
             .into_iter()
             .map(|(p, _)| p)
-            .filter(|p| !self.skipped(p))
+            .filter(|p| !self.skipped(p) && up(p))
             .collect();
         if candidates.is_empty() {
             return shards.iter().map(|_| Err(PlaceError::NoPeer)).collect();
@@ -251,7 +280,7 @@ impl ShardTransport for NetTransport {
             .members
             .storage_peers(&me)
             .iter()
-            .filter(|(p, _)| !self.full(p))
+            .filter(|(p, _)| !self.full(p) && up(p))
             .count()
             .max(1);
         // At most ⌈(shards of the chunk) / members⌉ on one member.
@@ -263,9 +292,31 @@ impl ShardTransport for NetTransport {
                 *l.entry(a).or_default() += 1;
             }
         }
+        // Failure domains: capped only where the members span two or more.
+        let domain = |p: &NetPeer| {
+            self.proximity
+                .book
+                .domain(&from_net(p))
+                .unwrap_or_else(|| p.to_string())
+        };
+        let domains: HashSet<String> = candidates.iter().map(domain).collect();
+        let dom_cap = if domains.len() >= 2 {
+            per_domain.max(1)
+        } else {
+            usize::MAX
+        };
+        let dom_load: Mutex<HashMap<String, usize>> = Mutex::new(HashMap::new());
+        {
+            let mut l = dom_load.lock().unwrap_or_else(|e| e.into_inner());
+            for a in avoid.iter().filter_map(to_net) {
+                *l.entry(domain(&a)).or_default() += 1;
+            }
+        }
         let failed: Mutex<HashSet<NetPeer>> = Mutex::new(HashSet::new());
         let candidates = &candidates;
         let load = &load;
+        let dom_load = &dom_load;
+        let domain = &domain;
         let failed = &failed;
         std::thread::scope(|scope| {
             let handles: Vec<_> = shards
@@ -274,19 +325,28 @@ impl ShardTransport for NetTransport {
                 .map(|(n, shard)| {
                     scope.spawn(move || {
                         let mut last = PlaceError::NoPeer;
-                        // Rotate the start so that shards spread.
-                        for i in 0..candidates.len() {
+                        // Rotate the start so that shards spread. The
+                        // first round keeps the domain cap; the second
+                        // (only if the first found no peer) does not.
+                        let rounds = if dom_cap == usize::MAX { 1 } else { 2 };
+                        let len = candidates.len();
+                        for (round, i) in (0..rounds).flat_map(|r| (0..len).map(move |i| (r, i))) {
+                            let first_round = round == 0;
                             let peer = candidates[(n + i) % candidates.len()];
                             if failed.lock().unwrap_or_else(|e| e.into_inner()).contains(&peer) {
                                 continue;
                             }
+                            let d = domain(&peer);
                             {
                                 let mut l = load.lock().unwrap_or_else(|e| e.into_inner());
+                                let mut dl = dom_load.lock().unwrap_or_else(|e| e.into_inner());
                                 let c = l.entry(peer).or_default();
-                                if *c >= cap {
+                                let dc = dl.entry(d.clone()).or_default();
+                                if *c >= cap || (first_round && *dc >= dom_cap) {
                                     continue;
                                 }
                                 *c += 1;
+                                *dc += 1;
                             }
                             self.stats.puts.fetch_add(1, Ordering::Relaxed);
                             match self.put(peer, shard) {
@@ -312,6 +372,13 @@ impl ShardTransport for NetTransport {
                                         .lock()
                                         .unwrap_or_else(|e| e.into_inner())
                                         .get_mut(&peer)
+                                    {
+                                        *c = c.saturating_sub(1);
+                                    }
+                                    if let Some(c) = dom_load
+                                        .lock()
+                                        .unwrap_or_else(|e| e.into_inner())
+                                        .get_mut(&d)
                                     {
                                         *c = c.saturating_sub(1);
                                     }
@@ -385,12 +452,13 @@ impl RemoteShards {
         members: Arc<Membership>,
         op_timeout: Duration,
         stats: Arc<RemoteStats>,
+        book: Arc<PeerBook>,
     ) -> RemoteShards {
         RemoteShards {
             local,
             peers: PeerTable::new(kv.clone()),
             kv,
-            proximity: Proximity::new(client.clone()),
+            proximity: Proximity::new(client.clone(), book),
             client,
             members,
             op_timeout,
@@ -462,13 +530,22 @@ impl RemoteShards {
             asked.insert(i);
             let tx = tx.clone();
             let client = self.client.clone();
+            let book = self.proximity.book.clone();
             let address = m.shard_ids[i];
             let left = deadline.saturating_duration_since(Instant::now());
             let spawned = std::thread::Builder::new()
                 .name("pangea-get".into())
                 .spawn(move || {
+                    let t = Instant::now();
                     let r = match client.request(peer, Vec::new(), Request::Get { address }, left) {
-                        Ok(Response::Shard { bytes }) => Ok(bytes),
+                        Ok(Response::Shard { bytes }) => {
+                            book.transfer(
+                                &from_net(&peer),
+                                bytes.len() as u64,
+                                t.elapsed().as_secs_f64(),
+                            );
+                            Ok(bytes)
+                        }
                         Ok(other) => Err(NetError::Peer {
                             peer,
                             reason: format!("{other:?}").chars().take(64).collect(),

@@ -105,6 +105,9 @@ pub struct NetConfig {
     /// Look for members on the local network with mDNS (multicast on
     /// every interface). Off unless asked for (`--mdns`); never in tests.
     pub mdns: bool,
+    /// The failure domain this node announces (`--zone`), sent in
+    /// identify's agent version as `zone=NAME`.
+    pub zone: Option<String>,
 }
 
 impl NetConfig {
@@ -116,6 +119,7 @@ impl NetConfig {
             guard: GuardConfig::default(),
             join_window: Duration::from_secs(10),
             mdns: false,
+            zone: None,
         }
     }
 }
@@ -127,6 +131,8 @@ pub struct PeerState {
     pub connected: bool,
     pub rtt_ms: Option<f64>,
     pub addr: Option<String>,
+    /// The zone it announces (`--zone`), if any.
+    pub zone: Option<String>,
 }
 
 #[derive(NetworkBehaviour)]
@@ -382,10 +388,14 @@ fn build_swarm(
                     .with_request_timeout(Duration::from_secs(10))
                     .with_max_concurrent_streams(8),
             ),
-            identify: identify::Behaviour::new(identify::Config::new(
-                "/pangea/id/1".into(),
-                key.public(),
-            )),
+            identify: identify::Behaviour::new(
+                identify::Config::new("/pangea/id/1".into(), key.public()).with_agent_version(
+                    match &cfg.zone {
+                        Some(z) => format!("pangea/{} zone={z}", env!("CARGO_PKG_VERSION")),
+                        None => format!("pangea/{}", env!("CARGO_PKG_VERSION")),
+                    },
+                ),
+            ),
             ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(5))),
             mdns: mdns.into(),
         })

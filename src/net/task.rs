@@ -49,7 +49,22 @@ pub(super) struct Task {
     /// Connected peers that are not members, and when they connected.
     pub(super) strangers: HashMap<PeerId, Instant>,
     pub(super) rtt: HashMap<PeerId, Duration>,
+    /// The zones members announce (identify's agent version).
+    pub(super) zones: HashMap<PeerId, String>,
     pub(super) last_dial: HashMap<PeerId, Instant>,
+}
+
+/// The zone in an agent version (`pangea/0.1.0 zone=NAME`): at most 64
+/// characters of `[A-Za-z0-9._-]`.
+fn zone_of(agent: &str) -> Option<String> {
+    let z = agent
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("zone="))?;
+    (!z.is_empty()
+        && z.len() <= 64
+        && z.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)))
+    .then(|| z.to_owned())
 }
 
 fn request_size(r: &Request) -> usize {
@@ -80,6 +95,7 @@ impl Task {
             connected: HashMap::new(),
             strangers: HashMap::new(),
             rtt: HashMap::new(),
+            zones: HashMap::new(),
             last_dial: HashMap::new(),
         }
     }
@@ -173,6 +189,7 @@ impl Task {
                             connected: c.is_some(),
                             rtt_ms: self.rtt.get(&p).map(|d| d.as_secs_f64() * 1000.0),
                             addr: c.map(|(_, a)| a.to_string()),
+                            zone: self.zones.get(&p).cloned(),
                         });
                     }
                 }
@@ -337,6 +354,10 @@ impl Task {
                 info,
                 ..
             })) if self.is_member(&peer_id) => {
+                match zone_of(&info.agent_version) {
+                    Some(z) => self.zones.insert(peer_id, z),
+                    None => self.zones.remove(&peer_id),
+                };
                 for a in info.listen_addrs {
                     self.swarm.add_peer_address(peer_id, a);
                 }

@@ -600,6 +600,7 @@ fn a_read_goes_around_a_lying_holder_and_counts_it() {
         net.admin.clone(),
         Duration::from_secs(5),
         stats.clone(),
+        Arc::new(crate::placement::PeerBook::in_memory()),
     );
     let at = ShardsAt {
         chunk: manifest.chunk_id,

@@ -29,8 +29,17 @@ const IO_DEADLINE: Duration = Duration::from_secs(20);
 pub enum ControlRequest {
     Status,
     Peers,
-    Invite { expires_s: u64, uses: u16 },
-    Remove { peer: String },
+    Invite {
+        expires_s: u64,
+        uses: u16,
+    },
+    Remove {
+        peer: String,
+    },
+    /// `pangea heal [--now]`.
+    Heal {
+        now: bool,
+    },
 }
 
 /// The node's side: answers a request.

@@ -57,6 +57,8 @@ mod evict;
 #[cfg(feature = "net")]
 mod fit;
 pub mod offline;
+#[cfg(feature = "net")]
+pub mod prober;
 pub mod releases;
 #[cfg(feature = "net")]
 pub mod serve;
@@ -129,6 +131,16 @@ pub struct NodeConfig {
     /// shards of each of the file's chunks sit on live peers (EIO after
     /// six operation timeouts: 60 s by default).
     pub sync_remote: bool,
+    /// When the healer repairs (grace period, spare shards).
+    pub heal: crate::placement::HealPolicy,
+    /// How often the healer scans every chunk record.
+    pub heal_rescan: Duration,
+    /// The most bytes per second repairs move (None: no cap).
+    pub heal_rate: Option<u64>,
+    /// How often the prober asks each storage member.
+    pub probe_every: Duration,
+    /// Run the healer (false: `--no-heal`, lost shards stay lost).
+    pub heal_enabled: bool,
 }
 
 impl NodeConfig {
@@ -149,6 +161,11 @@ impl NodeConfig {
             auto_params: true,
             local_max: None,
             sync_remote: false,
+            heal: crate::placement::HealPolicy::default(),
+            heal_rescan: Duration::from_secs(300),
+            heal_rate: Some(64 << 20),
+            probe_every: Duration::from_secs(2),
+            heal_enabled: true,
         }
     }
 }
@@ -291,6 +308,13 @@ impl Node {
             .get(Cf::Meta, crate::fs::META_CLEAN)
             .map_err(NodeError::Index)?
             .is_some();
+        let kv: Arc<dyn crate::store::Kv> = Arc::new(kv);
+        #[cfg(feature = "net")]
+        let book = Arc::new(if ro {
+            crate::placement::PeerBook::in_memory()
+        } else {
+            crate::placement::PeerBook::load(kv.clone()).map_err(|e| NodeError::Fs(e.into()))?
+        });
         #[cfg(feature = "net")]
         let online = match cfg.net.as_ref().filter(|_| !ro) {
             Some(setup) => Some(
@@ -298,6 +322,7 @@ impl Node {
                     &dir.net_dir(),
                     setup,
                     Arc::new(crate::net::online::StoresNothing),
+                    book.clone(),
                 )
                 .map_err(|e| NodeError::Net(e.to_string()))?,
             ),
@@ -330,6 +355,7 @@ impl Node {
                 client.clone(),
                 on.members.clone(),
                 on.stats.clone(),
+                book.clone(),
             )));
             let op = cfg
                 .net
@@ -348,8 +374,10 @@ impl Node {
         };
         let ces = Ces::new(&dir.master, fs_cfg.policy).map_err(NodeError::Ces)?;
         #[cfg(feature = "net")]
+        let source_book = book.clone();
+        #[cfg(feature = "net")]
         let fs = Fs::with_source(
-            Arc::new(kv),
+            kv.clone(),
             Arc::new(chunks),
             ces,
             fs_cfg,
@@ -358,7 +386,13 @@ impl Node {
                 match remote {
                     Some((client, members, stats, op)) => {
                         Arc::new(crate::net::remote::RemoteShards::new(
-                            local, kv, client, members, op, stats,
+                            local,
+                            kv,
+                            client,
+                            members,
+                            op,
+                            stats,
+                            source_book,
                         ))
                     }
                     None => Arc::new(local),
@@ -366,7 +400,7 @@ impl Node {
             },
         );
         #[cfg(not(feature = "net"))]
-        let fs = Fs::new(Arc::new(kv), Arc::new(chunks), ces, fs_cfg, cfg.root_owner);
+        let fs = Fs::new(kv.clone(), Arc::new(chunks), ces, fs_cfg, cfg.root_owner);
         let fs = Arc::new(fs.map_err(NodeError::Fs)?);
         if upload {
             // Chunks written before the node had peers are placed too.
@@ -407,6 +441,37 @@ impl Node {
                 .spawn(Box::new(evictor), 1)
                 .map_err(NodeError::Worker)?;
         }
+        #[cfg(feature = "net")]
+        let mut healer_stats = None;
+        #[cfg(feature = "net")]
+        if let (Some(on), Some(placer)) = (
+            online.as_ref().filter(|_| upload),
+            placer.clone().filter(|_| upload),
+        ) {
+            let prober = prober::Prober::new(
+                on.client(),
+                on.members.clone(),
+                book.clone(),
+                cfg.probe_every,
+            );
+            runner
+                .spawn(Box::new(prober), 0)
+                .map_err(NodeError::Worker)?;
+            let healer = crate::workers::HealerWorker::new(
+                fs.heal_queue(),
+                book.clone(),
+                placer,
+                cfg.heal,
+                cfg.heal_rescan,
+                cfg.heal_rate,
+            );
+            if cfg.heal_enabled {
+                healer_stats = Some(healer.stats());
+                runner
+                    .spawn(Box::new(healer), 0)
+                    .map_err(NodeError::Worker)?;
+            }
+        }
         if let Some(placer) = placer.filter(|_| upload) {
             let uploader = UploaderWorker::new(fs.upload_queue(), placer, cfg.upload_interval);
             runner
@@ -443,8 +508,12 @@ impl Node {
         let control = if ro {
             None
         } else {
-            let handler =
-                status::mount_handler(Arc::downgrade(&fs), online.as_ref().map(|o| o.handle()));
+            let handler = status::mount_handler(status::MountContext {
+                fs: Arc::downgrade(&fs),
+                net: online.as_ref().map(|o| o.handle()),
+                healer: healer_stats.clone(),
+                workers: runner.status_handles(),
+            });
             match control::ControlServer::start(path, handler) {
                 Ok(c) => Some(c),
                 Err(e) => {

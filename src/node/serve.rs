@@ -57,8 +57,13 @@ impl StorageNode {
         let held = Arc::new(
             HeldStore::open(Arc::new(kv), Arc::new(files), cfg.quota).map_err(NodeError::Index)?,
         );
-        let online = bring_up(&root.join("net"), &cfg.net, held.clone())
-            .map_err(|e| NodeError::Net(e.to_string()))?;
+        let online = bring_up(
+            &root.join("net"),
+            &cfg.net,
+            held.clone(),
+            Arc::new(crate::placement::PeerBook::in_memory()),
+        )
+        .map_err(|e| NodeError::Net(e.to_string()))?;
         let control = ControlServer::start(
             root,
             super::status::serve_handler(held.clone(), online.handle()),

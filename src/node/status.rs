@@ -37,6 +37,96 @@ fn network_json(net: Option<&OnlineHandle>) -> Value {
     }
 }
 
+/// What the mount's control socket answers from.
+pub struct MountContext {
+    pub fs: std::sync::Weak<Fs>,
+    pub net: Option<OnlineHandle>,
+    /// The healer's counters (None: no healer, the node is alone).
+    pub healer: Option<Arc<crate::workers::HealerStats>>,
+    /// The workers' status rows.
+    pub workers: Vec<Arc<std::sync::Mutex<crate::workers::WorkerStatus>>>,
+}
+
+fn workers_json(workers: &[Arc<std::sync::Mutex<crate::workers::WorkerStatus>>]) -> Value {
+    Value::Array(
+        workers
+            .iter()
+            .map(|w| {
+                let w = w.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let counters: serde_json::Map<String, Value> = w
+                    .progress
+                    .counters
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), json!(v)))
+                    .collect();
+                json!({
+                    "name": w.name,
+                    "state": format!("{:?}", w.state).to_lowercase(),
+                    "queue": w.progress.queue_length,
+                    "counters": counters,
+                })
+            })
+            .collect(),
+    )
+}
+
+fn healer_json(fs: &Fs, stats: Option<&crate::workers::HealerStats>) -> Value {
+    let Some(s) = stats else { return Value::Null };
+    let r = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let failing = fs
+        .heal_queue()
+        .list(10_000)
+        .map(|v| v.iter().filter(|q| q.entry.attempts > 0).count())
+        .unwrap_or(0);
+    json!({
+        "queued": r(&s.queued_now),
+        "failing": failing,
+        "checked": r(&s.chunks_checked),
+        "repaired": r(&s.chunks_repaired),
+        "shards_rebuilt": r(&s.shards_rebuilt),
+        "failed": r(&s.repairs_failed),
+        "bytes_moved": r(&s.bytes_moved),
+        "scans": r(&s.scans_finished),
+        "oldest_degraded_s": r(&s.oldest_degraded_secs),
+    })
+}
+
+/// `pangea heal [--now]`: the queue, its errors; `now` makes every entry
+/// due and starts a scan.
+fn heal_request(fs: &Fs, ctx: &MountContext, now: bool) -> Result<Value, String> {
+    let stats = ctx
+        .healer
+        .as_ref()
+        .ok_or("this node has no healer (it is not on a network)")?;
+    let queue = fs.heal_queue();
+    let retried = if now {
+        stats.rescan_now.store(true, Ordering::Relaxed);
+        queue.retry_all_now().map_err(|e| e.to_string())?
+    } else {
+        0
+    };
+    let entries = queue.list(1000).map_err(|e| e.to_string())?;
+    let errors: Vec<Value> = entries
+        .iter()
+        .filter(|q| q.entry.attempts > 0)
+        .map(|q| {
+            json!({
+                "chunk": q.chunk.to_string(),
+                "attempts": q.entry.attempts,
+                "spare": q.spare,
+                "error": q.entry.last_error,
+                "due_ms": q.due_ms,
+            })
+        })
+        .collect();
+    Ok(json!({
+        "queued": entries.len(),
+        "retried_now": retried,
+        "errors": errors,
+        "healer": healer_json(fs, Some(stats)),
+    }))
+}
+
 /// A filesystem node's status.
 pub fn mount_status(fs: &Fs, net: Option<&OnlineHandle>) -> Result<Value, String> {
     let queue = fs.upload_queue();
@@ -87,6 +177,7 @@ fn network_request(net: Option<&OnlineHandle>, req: &ControlRequest) -> Result<V
             Ok(json!({ "removed": peer }))
         }
         ControlRequest::Status => Err("unreachable".into()),
+        ControlRequest::Heal { .. } => Err("only a filesystem node heals".into()),
     }
 }
 
@@ -194,22 +285,20 @@ pub fn wait_on_peers(
 /// The control socket's handler on a filesystem node.
 /// It holds the filesystem weakly: a client still talking at shutdown does
 /// not keep the index open.
-pub fn mount_handler(fs: std::sync::Weak<Fs>, net: Option<OnlineHandle>) -> Arc<Handler> {
+pub fn mount_handler(ctx: MountContext) -> Arc<Handler> {
     Arc::new(move |req: &ControlRequest| {
-        let fs = fs.upgrade().ok_or("the node is shutting down")?;
-        mount_request(&fs, net.as_ref(), req)
+        let fs = ctx.fs.upgrade().ok_or("the node is shutting down")?;
+        match req {
+            ControlRequest::Status => {
+                let mut v = mount_status(&fs, ctx.net.as_ref())?;
+                v["healer"] = healer_json(&fs, ctx.healer.as_deref());
+                v["workers"] = workers_json(&ctx.workers);
+                Ok(v)
+            }
+            ControlRequest::Heal { now } => heal_request(&fs, &ctx, *now),
+            other => network_request(ctx.net.as_ref(), other),
+        }
     })
-}
-
-fn mount_request(
-    fs: &Fs,
-    net: Option<&OnlineHandle>,
-    req: &ControlRequest,
-) -> Result<Value, String> {
-    match req {
-        ControlRequest::Status => mount_status(fs, net),
-        other => network_request(net, other),
-    }
 }
 
 /// The control socket's handler on a storage node.

@@ -7,6 +7,8 @@
 //! The worker that drains the queue is `workers::Uploader`. May not import
 //! `fs`, `node` or `workers`.
 
+pub mod book;
+pub mod heal;
 pub mod peers;
 pub mod queue;
 pub mod transport;
@@ -20,9 +22,11 @@ use crate::ces::{ChunkId, ShardFault, ShardId};
 use crate::chunks::{ChunkError, ChunkResult, Chunks, Holder};
 use crate::store::{Batch, Cf, Kv, key_hex};
 
+pub use book::{Life, PeerBook, PeerRecord, Probe};
+pub use heal::{HealPolicy, HealQueue, QueuedHeal, RepairError, Repaired};
 pub use peers::{PeerId, PeerTable};
 pub use queue::{QueuedUpload, UploadEntry, UploadTask};
-pub use transport::{PlaceError, Placed, ShardToPlace, ShardTransport};
+pub use transport::{PlaceError, Placed, ShardToPlace, ShardTransport, Spread};
 
 /// Longest wait between two tries of one entry.
 const MAX_BACKOFF_SECS: u64 = 3600;
@@ -274,6 +278,15 @@ impl UploadQueue {
         };
         self.chunks.delete_file(&file)?;
         Ok(true)
+    }
+
+    /// The m (parity shards) of chunk `id` (0 when it is gone).
+    pub fn parity(&self, id: &ChunkId) -> ChunkResult<usize> {
+        Ok(self
+            .chunks
+            .table()
+            .get(id)?
+            .map_or(0, |e| usize::from(e.manifest.params.m())))
     }
 
     /// Is chunk `id` waiting to be placed?

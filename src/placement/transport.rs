@@ -44,6 +44,28 @@ pub enum PlaceError {
     Corrupt(PeerId),
 }
 
+/// How a chunk's shards are spread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spread {
+    /// At most this many of the chunk's shards (those of `avoid`
+    /// included) in one failure domain where the peers span two or more
+    /// (the chunk's m: losing a domain leaves k). A shard that cannot be
+    /// placed so is placed anyway, on the best peer left.
+    pub per_domain: usize,
+    /// Place on peers that are up only, and share the chunk among them
+    /// (a repair, or a shard that waited long enough for a down peer).
+    /// False: a down member keeps its share, and its shards wait for it.
+    pub only_up: bool,
+}
+
+impl Spread {
+    /// No domain cap; down members keep their share.
+    pub const ANY: Spread = Spread {
+        per_domain: usize::MAX,
+        only_up: false,
+    };
+}
+
 /// Where shards go: the transport to peers.
 pub trait ShardTransport: Send + Sync {
     /// Stores a copy of each of `shards` (the shards of one chunk still
@@ -52,6 +74,18 @@ pub trait ShardTransport: Send + Sync {
     /// the chunk already). May run the puts concurrently. Returns one
     /// result per shard, in order: the peer that now holds it, or why not.
     fn place(&self, shards: &[ShardToPlace], avoid: &[PeerId]) -> Vec<Result<PeerId, PlaceError>>;
+
+    /// [`ShardTransport::place`], spread as `spread` says. Transports that
+    /// know no domains or liveness place as `place` does.
+    fn place_spread(
+        &self,
+        shards: &[ShardToPlace],
+        avoid: &[PeerId],
+        spread: Spread,
+    ) -> Vec<Result<PeerId, PlaceError>> {
+        let _ = spread;
+        self.place(shards, avoid)
+    }
 
     /// Asks `peer` to delete its copy of the shard at `address`.
     fn release(&self, peer: &PeerId, address: &ShardId) -> Result<(), PlaceError>;

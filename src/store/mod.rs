@@ -97,11 +97,14 @@ pub enum Cf {
     /// On a storage node: the shards it holds for each member (owner,
     /// address, size).
     Held,
+    /// Chunks whose shards on peers are to be repaired (the healer's
+    /// queue: due time, risk).
+    Heal,
 }
 
 impl Cf {
     /// Every column family, in a fixed order (the order of [`Cf::index`]).
-    pub const ALL: [Cf; 13] = [
+    pub const ALL: [Cf; 14] = [
         Cf::Meta,
         Cf::Inode,
         Cf::Dentry,
@@ -115,6 +118,7 @@ impl Cf {
         Cf::Upload,
         Cf::Peer,
         Cf::Held,
+        Cf::Heal,
     ];
 
     /// The on-disk name of the column family.
@@ -133,6 +137,7 @@ impl Cf {
             Cf::Upload => "upload",
             Cf::Peer => "peer",
             Cf::Held => "held",
+            Cf::Heal => "heal",
         }
     }
 

@@ -26,12 +26,14 @@
 //! a crash repeats at most the step it interrupted.
 
 pub mod clock;
+pub mod healer;
 pub mod runner;
 pub mod uploader;
 
 use std::time::Duration;
 
 pub use clock::{Clock, ManualClock, Stop, SystemClock};
+pub use healer::{HealerStats, HealerWorker};
 pub use runner::{ERROR_BACKOFF_MAX, ERROR_BACKOFF_START, RunState, Runner, WorkerStatus};
 pub use uploader::{StepError, UploaderSnapshot, UploaderStats, UploaderWorker};
 

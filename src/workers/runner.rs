@@ -203,6 +203,15 @@ impl Runner {
         Ok(())
     }
 
+    /// Live handles on the rows of the workers started so far (for a
+    /// status reader that outlives this borrow: the control socket).
+    pub fn status_handles(&self) -> Vec<Arc<Mutex<WorkerStatus>>> {
+        lock(&self.workers)
+            .iter()
+            .map(|w| w.status.clone())
+            .collect()
+    }
+
     /// The status table: one row per worker not yet reaped by `shutdown`.
     pub fn status(&self) -> Vec<WorkerStatus> {
         lock(&self.workers)

@@ -16,7 +16,9 @@ use tracing::{debug, warn};
 
 use super::{Stop, Worker, WorkerError, WorkerProgress, WorkerState};
 use crate::chunks::{ChunkError, ChunkResult};
-use crate::placement::{PlaceError, Placed, QueuedUpload, ShardTransport, UploadQueue, UploadTask};
+use crate::placement::{
+    PlaceError, Placed, QueuedUpload, ShardTransport, Spread, UploadQueue, UploadTask,
+};
 
 /// Entries taken from the queue per round.
 const BATCH: usize = 64;
@@ -24,6 +26,9 @@ const BATCH: usize = 64;
 const PARALLEL: usize = 4;
 /// The longest wait before retrying a chunk that found no peer.
 const NO_PEER_RETRY_SECS: u64 = 10;
+/// Failed tries after which a chunk's shards stop waiting for a down
+/// member and go to those that are up.
+const WAIT_FOR_DOWN_TRIES: u32 = 3;
 /// The longest wait before retrying a chunk a peer failed.
 const PEER_RETRY_SECS: u64 = 60;
 
@@ -212,7 +217,14 @@ fn step(
                 .into_iter()
                 .filter(|s| !already.iter().any(|(i, _)| *i == s.index))
                 .collect();
-            let results = placer.place(&todo, &avoid);
+            // At most m of the chunk's shards in one failure domain; a
+            // shard waits for a down member a few tries, then goes to the
+            // members that are up.
+            let spread = Spread {
+                per_domain: queue.parity(chunk)?.max(1),
+                only_up: q.entry.attempts >= WAIT_FOR_DOWN_TRIES,
+            };
+            let results = placer.place_spread(&todo, &avoid, spread);
             let mut placed = Vec::with_capacity(todo.len());
             let mut first_err = None;
             for (s, r) in todo.iter().zip(results) {

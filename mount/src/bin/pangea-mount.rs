@@ -85,6 +85,26 @@ struct Args {
     /// FUSE worker threads (default: one per core, at least 2).
     #[arg(long)]
     threads: Option<usize>,
+    /// This machine's failure domain (e.g. a room or a building), told to
+    /// the other members: at most m shards of a chunk go to one domain.
+    /// Default: the /24 (IPv4) or /56 (IPv6) of the address.
+    #[arg(long)]
+    zone: Option<String>,
+    /// How long a peer may be down before its shards count as lost and
+    /// are rebuilt elsewhere (e.g. 30m, 1h). A chunk down to k+1 live
+    /// shards is repaired at once whatever this says.
+    #[arg(long, default_value = "1h")]
+    heal_grace: String,
+    /// The most repairs may move per second (e.g. 64M; 0: no cap).
+    #[arg(long, default_value = "64M")]
+    heal_rate: String,
+    /// How often every chunk is checked for lost shards (e.g. 300s).
+    #[arg(long, default_value = "300s")]
+    heal_rescan: String,
+    /// Do not repair lost shards (to test the read path, or on a metered
+    /// link); `pangea status` still shows what is degraded.
+    #[arg(long)]
+    no_heal: bool,
 }
 
 /// Where the daemon logs in the background: the data dir's `pangea.log`,
@@ -280,6 +300,17 @@ fn serve(
             net.join = args.join.clone();
             net.op_timeout = Duration::from_secs(args.op_timeout.max(1));
             net.mdns = args.mdns;
+            net.zone = args.zone.clone();
+            cfg.heal_enabled = !args.no_heal;
+            let grace = pangea_mount::cli::parse_duration(&args.heal_grace)
+                .map_err(|e| format!("--heal-grace: {e}"))?;
+            cfg.heal.grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX);
+            let rate = pangea_mount::cli::parse_size(&args.heal_rate)
+                .map_err(|e| format!("--heal-rate: {e}"))?;
+            cfg.heal_rate = (rate > 0).then_some(rate);
+            cfg.heal_rescan = pangea_mount::cli::parse_duration(&args.heal_rescan)
+                .map_err(|e| format!("--heal-rescan: {e}"))?
+                .max(Duration::from_secs(1));
             if let Some(n) = &args.name {
                 net.name = n.clone();
             }

@@ -76,6 +76,44 @@ pub fn status(v: &Value) -> String {
             bytes(u(v, &["held", "quota"]))
         ));
     }
+    let h = &v["healer"];
+    if !h.is_null() {
+        let queued = u(h, &["queued"]);
+        out.push_str(&format!(
+            "healer: {} ({} repaired, {} shards rebuilt, {} moved, {} failed{})\n",
+            if queued == 0 {
+                "nothing to repair".to_string()
+            } else {
+                format!(
+                    "{queued} chunk(s) waiting, oldest for {}s",
+                    u(h, &["oldest_degraded_s"])
+                )
+            },
+            u(h, &["repaired"]),
+            u(h, &["shards_rebuilt"]),
+            bytes(u(h, &["bytes_moved"])),
+            u(h, &["failed"]),
+            match u(h, &["failing"]) {
+                0 => String::new(),
+                n => format!("; {n} failing: see pangea heal"),
+            }
+        ));
+    }
+    if let Some(ws) = v["workers"].as_array() {
+        let line: Vec<String> = ws
+            .iter()
+            .map(|w| {
+                format!(
+                    "{} {}",
+                    w["name"].as_str().unwrap_or("?"),
+                    w["state"].as_str().unwrap_or("?")
+                )
+            })
+            .collect();
+        if !line.is_empty() {
+            out.push_str(&format!("workers: {}\n", line.join(", ")));
+        }
+    }
     let g = &v["network"]["guard"];
     if !g.is_null() {
         out.push_str(&format!(
@@ -100,11 +138,16 @@ pub fn peers(v: &Value) -> String {
     }
     let mut out = format!("peers ({}):\n", list.len());
     for p in list {
-        let rtt = p["rtt_ms"]
+        let rtt = p["srtt_ms"]
             .as_f64()
+            .filter(|r| *r > 0.0)
+            .or_else(|| p["rtt_ms"].as_f64())
             .map_or_else(|| "-".to_string(), |r| format!("{r:.1} ms"));
+        let score = p["score"]
+            .as_f64()
+            .map_or_else(|| "-".to_string(), |s| format!("{s:.2}"));
         out.push_str(&format!(
-            "  {:<10} {:<6} {:<13} rtt {:<9} {}\n",
+            "  {:<10} {:<6} {:<13} rtt {:<9} score {:<5} {:<16} {}\n",
             p["name"].as_str().unwrap_or("?"),
             p["role"].as_str().unwrap_or("?"),
             if p["connected"].as_bool() == Some(true) {
@@ -113,8 +156,33 @@ pub fn peers(v: &Value) -> String {
                 "NOT CONNECTED"
             },
             rtt,
+            score,
+            p["domain"].as_str().unwrap_or("-"),
             p["id"].as_str().unwrap_or("?"),
         ));
+    }
+    out
+}
+
+/// `pangea heal`, for people.
+pub fn heal(v: &Value) -> String {
+    let mut out = format!("{} chunk(s) queued for repair", u(v, &["queued"]));
+    let retried = u(v, &["retried_now"]);
+    if retried > 0 {
+        out.push_str(&format!("; {retried} retried now"));
+    }
+    out.push('\n');
+    let errors = v["errors"].as_array().cloned().unwrap_or_default();
+    if !errors.is_empty() {
+        out.push_str(&format!("failing ({}):\n", errors.len()));
+        for e in errors.iter().take(50) {
+            out.push_str(&format!(
+                "  {} after {} attempt(s): {}\n",
+                e["chunk"].as_str().unwrap_or("?"),
+                u(e, &["attempts"]),
+                e["error"].as_str().unwrap_or("?")
+            ));
+        }
     }
     out
 }
