@@ -776,3 +776,60 @@ fn a_lost_storage_node_is_healed_while_reads_go_on() {
     assert_eq!(h["failing"], 0, "{h}");
     drop(serves);
 }
+
+/// Flips one byte in the middle of `file`.
+fn flip_a_byte(file: &Path) {
+    let mut b = fs::read(file).expect("read");
+    let i = b.len() / 2;
+    b[i] ^= 0x5a;
+    fs::write(file, b).expect("write");
+}
+
+#[test]
+fn the_scrubber_finds_rot_on_a_peer_and_here_and_the_healer_repairs_it() {
+    let (mut rng, _) = Rng::from_env("PANGEA_TEST_SEED");
+    let (mut m, serves) = cluster(
+        11,
+        4,
+        addr,
+        &["--scrub-period", "4s", "--scrub-challenges", "500"],
+    );
+    mixed_tree(&m.scratch.join("src"), &mut rng, 6 << 20);
+    m.sh_ok("cp -a \"$S/src\" \"$M/src\" && find \"$M/src\" -type f -exec sync {} +");
+    wait_placed(&m.data, Duration::from_secs(60));
+    // A shard rots on a storage node's disk (its owner's proof fails),
+    // and a chunk file rots here.
+    let held = walk(&serves[0].dir.join("held"));
+    assert!(!held.is_empty(), "serve 0 holds nothing");
+    flip_a_byte(&held[0]);
+    let local = walk(&m.data.join("chunks"));
+    flip_a_byte(&local[0]);
+    m.expected_errors.push("rotted");
+    wait_for("the scrubber finds both", Duration::from_secs(60), || {
+        let s = status(&m.data);
+        s["scrubber"]["challenges_failed"].as_u64() >= Some(1)
+            && s["scrubber"]["local_bad"].as_u64() >= Some(1)
+    });
+    wait_for(
+        "the healer re-places the rotted shard",
+        Duration::from_secs(60),
+        || {
+            let s = status(&m.data);
+            s["healer"]["repaired"].as_u64() >= Some(1)
+                && s["chunks"]["degraded"] == 0
+                && s["healer"]["queued"] == 0
+        },
+    );
+    same_tree(&m, "after the scrub");
+    // The local chunk file was rewritten in place.
+    let s = status(&m.data);
+    eprintln!("scrubber: {}", s["scrubber"]);
+    let paused = cli_ok(&[
+        "scrub",
+        "--pause",
+        "--data-dir",
+        m.data.to_str().expect("utf-8"),
+    ]);
+    assert!(paused.contains("\"paused\":true"), "{paused}");
+    drop(serves);
+}

@@ -317,6 +317,12 @@ impl HeldStore {
             }
             Request::Delete { address } => self.delete(from, address),
             Request::List { after, limit } => self.list(from, after, limit),
+            Request::Prove { address, nonce } => Ok(match self.get(address)? {
+                Response::Shard { bytes } => Response::Proof {
+                    hash: *blake3::keyed_hash(&nonce, &bytes).as_bytes(),
+                },
+                other => other,
+            }),
         }
     }
 }

@@ -256,7 +256,7 @@ impl ShardService for StoresNothing {
                 addresses: Vec::new(),
                 more: false,
             },
-            Request::Get { .. } => Response::Refused(Refusal::NotFound),
+            Request::Get { .. } | Request::Prove { .. } => Response::Refused(Refusal::NotFound),
         }
     }
 }

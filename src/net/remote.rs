@@ -43,6 +43,8 @@ const SKIP_DOWN: Duration = Duration::from_secs(10);
 const SKIP_FULL: Duration = Duration::from_secs(60);
 /// How long a put may take (a 4 MiB shard on a slow uplink).
 const PUT_DEADLINE: Duration = Duration::from_secs(60);
+/// How long a proof may take (the peer reads and hashes one shard).
+const PROVE_DEADLINE: Duration = Duration::from_secs(20);
 /// How long a release may take.
 const RELEASE_DEADLINE: Duration = Duration::from_secs(10);
 /// How old the RTT table may be.
@@ -395,6 +397,64 @@ impl ShardTransport for NetTransport {
                 .map(|h| h.join().unwrap_or(Err(PlaceError::NoPeer)))
                 .collect()
         })
+    }
+
+    fn prove(
+        &self,
+        peer: &PeerId,
+        address: &ShardId,
+        nonce: &[u8; 32],
+    ) -> Result<Option<[u8; 32]>, PlaceError> {
+        let p = to_net(peer).ok_or(PlaceError::NoPeer)?;
+        let request = Request::Prove {
+            address: *address,
+            nonce: *nonce,
+        };
+        match self.client.request(p, Vec::new(), request, PROVE_DEADLINE) {
+            Ok(Response::Proof { hash }) => Ok(Some(hash)),
+            Ok(Response::Refused(Refusal::NotFound)) => Ok(None),
+            Ok(Response::Refused(r)) => Err(PlaceError::Refused {
+                peer: peer.clone(),
+                reason: refusal_text(r),
+            }),
+            Ok(_) => Err(PlaceError::Refused {
+                peer: peer.clone(),
+                reason: "an answer that is not to a prove",
+            }),
+            Err(_) => Err(PlaceError::PeerDown(peer.clone())),
+        }
+    }
+
+    fn fetch(&self, peer: &PeerId, address: &ShardId) -> Result<Option<Vec<u8>>, PlaceError> {
+        let p = to_net(peer).ok_or(PlaceError::NoPeer)?;
+        let t = Instant::now();
+        match self.client.request(
+            p,
+            Vec::new(),
+            Request::Get { address: *address },
+            PUT_DEADLINE,
+        ) {
+            Ok(Response::Shard { bytes }) => {
+                if check_shard(address, &bytes).is_err() {
+                    self.stats.bad_shards.fetch_add(1, Ordering::Relaxed);
+                    return Ok(None);
+                }
+                self.proximity
+                    .book
+                    .transfer(peer, bytes.len() as u64, t.elapsed().as_secs_f64());
+                Ok(Some(bytes))
+            }
+            Ok(Response::Refused(Refusal::NotFound)) => Ok(None),
+            Ok(Response::Refused(r)) => Err(PlaceError::Refused {
+                peer: peer.clone(),
+                reason: refusal_text(r),
+            }),
+            Ok(_) => Err(PlaceError::Refused {
+                peer: peer.clone(),
+                reason: "an answer that is not to a get",
+            }),
+            Err(_) => Err(PlaceError::PeerDown(peer.clone())),
+        }
     }
 
     fn release(&self, peer: &PeerId, address: &ShardId) -> Result<(), PlaceError> {

@@ -20,7 +20,8 @@ use crate::ces::ShardId;
 #[derive(Default)]
 struct MemShards {
     held: Mutex<HashMap<(PeerId, ShardId), Vec<u8>>>,
-    /// Answers every get with these bytes instead (a lying peer).
+    /// Answers every get and proof from these bytes instead, and says it
+    /// holds every shard (a lying peer).
     lie: Option<Vec<u8>>,
 }
 
@@ -47,9 +48,22 @@ impl ShardService for MemShards {
             Request::Has { addresses } => Response::Have {
                 held: addresses
                     .iter()
-                    .map(|a| held.contains_key(&(*from, *a)))
+                    .map(|a| self.lie.is_some() || held.contains_key(&(*from, *a)))
                     .collect(),
             },
+            Request::Prove { address, nonce } => {
+                if let Some(l) = &self.lie {
+                    return Response::Proof {
+                        hash: *blake3::keyed_hash(&nonce, l).as_bytes(),
+                    };
+                }
+                match held.get(&(*from, address)) {
+                    Some(b) => Response::Proof {
+                        hash: *blake3::keyed_hash(&nonce, b).as_bytes(),
+                    },
+                    None => Response::Refused(Refusal::NotFound),
+                }
+            }
             Request::Delete { address } => Response::Deleted {
                 existed: held.remove(&(*from, address)).is_some(),
             },
@@ -666,4 +680,94 @@ fn mdns_is_off_unless_asked_for() {
     assert!(!c.mdns);
     assert!(!super::online::NetSetup::new(Role::Serve).mdns);
     assert!(!super::online::NetSetup::new(Role::Mount).mdns);
+}
+
+#[test]
+fn a_peer_that_claims_shards_it_dropped_is_caught_by_the_challenge() {
+    use crate::placement::{PeerBook, ShardTransport};
+    let (net, nodes) = network(2, "/ip4/127.0.0.1/tcp/0", GuardConfig::default());
+    let key = identity::Keypair::generate_ed25519();
+    let liar_id = key.public().to_peer_id();
+    admit(&net.admin, &liar_id, "liar");
+    let d = tempfile::tempdir().unwrap();
+    let liar_members = Membership::joined(
+        MemberFiles::new(d.path()),
+        net.admin.network().clone(),
+        net.admin.signed(),
+        &liar_id,
+    )
+    .unwrap();
+    let liar = start(
+        key,
+        Arc::new(liar_members),
+        "/ip4/127.0.0.1/tcp/0",
+        GuardConfig::default(),
+        Some(vec![0u8; 16]),
+    );
+    connect(&nodes[0], &liar);
+    connect(&nodes[0], &nodes[1]);
+    let transport = super::remote::NetTransport::new(
+        nodes[0].net.client(),
+        net.admin.clone(),
+        Arc::new(super::remote::RemoteStats::default()),
+        Arc::new(PeerBook::in_memory()),
+    );
+    let shard = vec![42u8; 300_000];
+    let address = ShardId::of(&shard);
+    let put = Request::Put {
+        address,
+        bytes: shard.clone(),
+    };
+    let honest = &nodes[1];
+    assert_eq!(
+        nodes[0]
+            .net
+            .client()
+            .request(honest.peer(), Vec::new(), put, Duration::from_secs(10))
+            .unwrap(),
+        Response::Stored
+    );
+    let nonce = [3u8; 32];
+    let want = *blake3::keyed_hash(&nonce, &shard).as_bytes();
+    let as_placement = |p: PeerId| crate::placement::PeerId(p.to_bytes());
+    // The honest holder proves it; another nonce gives another answer.
+    assert_eq!(
+        transport.prove(&as_placement(honest.peer()), &address, &nonce),
+        Ok(Some(want))
+    );
+    let other = transport
+        .prove(&as_placement(honest.peer()), &address, &[4u8; 32])
+        .unwrap()
+        .unwrap();
+    assert_ne!(other, want, "a proof depends on the nonce");
+    // The liar says it holds the shard, but cannot prove it.
+    let has = nodes[0].net.client().request(
+        liar.peer(),
+        Vec::new(),
+        Request::Has {
+            addresses: vec![address],
+        },
+        Duration::from_secs(5),
+    );
+    assert_eq!(has.unwrap(), Response::Have { held: vec![true] });
+    let lie = transport
+        .prove(&as_placement(liar.peer()), &address, &nonce)
+        .unwrap()
+        .unwrap();
+    assert_ne!(lie, want, "the liar's proof must not pass");
+    // Its copy fetched is caught by the address check too.
+    assert_eq!(
+        transport.fetch(&as_placement(liar.peer()), &address),
+        Ok(None)
+    );
+    assert_eq!(
+        transport.fetch(&as_placement(honest.peer()), &address),
+        Ok(Some(shard.clone()))
+    );
+    // A holder that dropped the shard says so.
+    honest.held.held.lock().unwrap().clear();
+    assert_eq!(
+        transport.prove(&as_placement(honest.peer()), &address, &nonce),
+        Ok(None)
+    );
 }

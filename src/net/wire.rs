@@ -35,6 +35,7 @@ const REQ_GET: u8 = 2;
 const REQ_HAS: u8 = 3;
 const REQ_DELETE: u8 = 4;
 const REQ_LIST: u8 = 5;
+const REQ_PROVE: u8 = 6;
 
 const RESP_STORED: u8 = 1;
 const RESP_SHARD: u8 = 2;
@@ -42,6 +43,7 @@ const RESP_HAVE: u8 = 3;
 const RESP_DELETED: u8 = 4;
 const RESP_LISTED: u8 = 5;
 const RESP_REFUSED: u8 = 6;
+const RESP_PROOF: u8 = 7;
 
 /// What a member asks a peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +58,9 @@ pub enum Request {
     Delete { address: ShardId },
     /// The shards you hold for me, in address order, after `after`.
     List { after: Option<ShardId>, limit: u16 },
+    /// Prove you hold this shard: BLAKE3 keyed with `nonce` over its
+    /// bytes (a fresh nonce each time: the address alone cannot answer).
+    Prove { address: ShardId, nonce: [u8; 32] },
 }
 
 /// Why a peer refused a request.
@@ -115,6 +120,8 @@ pub enum Response {
     Listed { addresses: Vec<ShardId>, more: bool },
     /// Not done, and why.
     Refused(Refusal),
+    /// The answer to a `prove`.
+    Proof { hash: [u8; 32] },
 }
 
 /// Why bytes are not a message.
@@ -205,6 +212,11 @@ impl Request {
                 }
                 v.extend_from_slice(&limit.to_le_bytes());
             }
+            Request::Prove { address, nonce } => {
+                v.push(REQ_PROVE);
+                v.extend_from_slice(address.as_bytes());
+                v.extend_from_slice(nonce);
+            }
         }
         Ok(v)
     }
@@ -246,6 +258,10 @@ impl Request {
                 too_large("a list page", MAX_LIST, usize::from(limit))?;
                 Request::List { after, limit }
             }
+            REQ_PROVE => Request::Prove {
+                address: r.address()?,
+                nonce: r.address()?.0,
+            },
             k => return Err(WireError::Kind(k)),
         };
         r.end()?;
@@ -295,6 +311,10 @@ impl Response {
                 v.push(RESP_REFUSED);
                 v.push(why.code());
             }
+            Response::Proof { hash } => {
+                v.push(RESP_PROOF);
+                v.extend_from_slice(hash);
+            }
         }
         Ok(v)
     }
@@ -337,6 +357,9 @@ impl Response {
                 let c = r.u8()?;
                 Response::Refused(Refusal::from_code(c).ok_or(WireError::Value(c))?)
             }
+            RESP_PROOF => Response::Proof {
+                hash: r.address()?.0,
+            },
             k => return Err(WireError::Kind(k)),
         };
         r.end()?;
@@ -459,6 +482,10 @@ mod tests {
                 after: Some(addr(4)),
                 limit: MAX_LIST as u16,
             },
+            Request::Prove {
+                address: addr(5),
+                nonce: [7; 32],
+            },
         ]
     }
 
@@ -478,6 +505,7 @@ mod tests {
                 addresses: vec![addr(1), addr(2)],
                 more: true,
             },
+            Response::Proof { hash: [9; 32] },
             Response::Refused(Refusal::Full),
             Response::Refused(Refusal::Malformed),
         ]

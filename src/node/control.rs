@@ -36,6 +36,10 @@ pub enum ControlRequest {
     Remove {
         peer: String,
     },
+    /// `pangea scrub [--pause|--resume]`.
+    Scrub {
+        pause: Option<bool>,
+    },
     /// `pangea heal [--now]`.
     Heal {
         now: bool,

@@ -141,6 +141,10 @@ pub struct NodeConfig {
     pub probe_every: Duration,
     /// Run the healer (false: `--no-heal`, lost shards stay lost).
     pub heal_enabled: bool,
+    /// How long a local scrub pass takes (each 5/6 to 7/6 of it).
+    pub scrub_period: Duration,
+    /// Peers' proofs asked per second.
+    pub scrub_challenges: usize,
 }
 
 impl NodeConfig {
@@ -166,6 +170,8 @@ impl NodeConfig {
             heal_rate: Some(64 << 20),
             probe_every: Duration::from_secs(2),
             heal_enabled: true,
+            scrub_period: Duration::from_secs(30 * 24 * 3600),
+            scrub_challenges: 4,
         }
     }
 }
@@ -444,6 +450,8 @@ impl Node {
         #[cfg(feature = "net")]
         let mut healer_stats = None;
         #[cfg(feature = "net")]
+        let mut scrub_stats = None;
+        #[cfg(feature = "net")]
         if let (Some(on), Some(placer)) = (
             online.as_ref().filter(|_| upload),
             placer.clone().filter(|_| upload),
@@ -457,6 +465,7 @@ impl Node {
             runner
                 .spawn(Box::new(prober), 0)
                 .map_err(NodeError::Worker)?;
+            let placer_for_scrub = placer.clone();
             let healer = crate::workers::HealerWorker::new(
                 fs.heal_queue(),
                 book.clone(),
@@ -471,6 +480,18 @@ impl Node {
                     .spawn(Box::new(healer), 0)
                     .map_err(NodeError::Worker)?;
             }
+            let scrubber = crate::workers::ScrubberWorker::new(
+                kv.clone(),
+                fs.chunk_layer().clone(),
+                book.clone(),
+                placer_for_scrub,
+                cfg.scrub_period,
+                cfg.scrub_challenges,
+            );
+            scrub_stats = Some(scrubber.stats());
+            runner
+                .spawn(Box::new(scrubber), 0)
+                .map_err(NodeError::Worker)?;
         }
         if let Some(placer) = placer.filter(|_| upload) {
             let uploader = UploaderWorker::new(fs.upload_queue(), placer, cfg.upload_interval);
@@ -512,6 +533,7 @@ impl Node {
                 fs: Arc::downgrade(&fs),
                 net: online.as_ref().map(|o| o.handle()),
                 healer: healer_stats.clone(),
+                scrub: scrub_stats.clone(),
                 workers: runner.status_handles(),
             });
             match control::ControlServer::start(path, handler) {

@@ -43,6 +43,8 @@ pub struct MountContext {
     pub net: Option<OnlineHandle>,
     /// The healer's counters (None: no healer, the node is alone).
     pub healer: Option<Arc<crate::workers::HealerStats>>,
+    /// The scrubber's counters and pause switch.
+    pub scrub: Option<Arc<crate::workers::ScrubStats>>,
     /// The workers' status rows.
     pub workers: Vec<Arc<std::sync::Mutex<crate::workers::WorkerStatus>>>,
 }
@@ -88,6 +90,21 @@ fn healer_json(fs: &Fs, stats: Option<&crate::workers::HealerStats>) -> Value {
         "bytes_moved": r(&s.bytes_moved),
         "scans": r(&s.scans_finished),
         "oldest_degraded_s": r(&s.oldest_degraded_secs),
+    })
+}
+
+fn scrub_json(stats: Option<&crate::workers::ScrubStats>) -> Value {
+    let Some(s) = stats else { return Value::Null };
+    let r = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    json!({
+        "paused": s.paused.load(Ordering::Relaxed),
+        "local_chunks": r(&s.local_chunks),
+        "local_bytes": r(&s.local_bytes),
+        "local_bad": r(&s.local_bad),
+        "local_passes": r(&s.local_passes),
+        "challenges": r(&s.challenges),
+        "challenges_failed": r(&s.challenges_failed),
+        "remote_passes": r(&s.remote_passes),
     })
 }
 
@@ -178,6 +195,7 @@ fn network_request(net: Option<&OnlineHandle>, req: &ControlRequest) -> Result<V
         }
         ControlRequest::Status => Err("unreachable".into()),
         ControlRequest::Heal { .. } => Err("only a filesystem node heals".into()),
+        ControlRequest::Scrub { .. } => Err("only a filesystem node scrubs".into()),
     }
 }
 
@@ -292,10 +310,21 @@ pub fn mount_handler(ctx: MountContext) -> Arc<Handler> {
             ControlRequest::Status => {
                 let mut v = mount_status(&fs, ctx.net.as_ref())?;
                 v["healer"] = healer_json(&fs, ctx.healer.as_deref());
+                v["scrubber"] = scrub_json(ctx.scrub.as_deref());
                 v["workers"] = workers_json(&ctx.workers);
                 Ok(v)
             }
             ControlRequest::Heal { now } => heal_request(&fs, &ctx, *now),
+            ControlRequest::Scrub { pause } => {
+                let s = ctx
+                    .scrub
+                    .as_ref()
+                    .ok_or("this node has no scrubber (it is not on a network)")?;
+                if let Some(p) = pause {
+                    s.paused.store(*p, Ordering::Relaxed);
+                }
+                Ok(scrub_json(Some(s)))
+            }
             other => network_request(ctx.net.as_ref(), other),
         }
     })

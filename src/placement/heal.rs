@@ -598,6 +598,43 @@ impl HealQueue {
         Ok((next, seen as u64, queued))
     }
 
+    /// `peer`'s copy of shard `index` of `chunk` is gone or wrong (a
+    /// failed proof): the holder leaves the record, the copy is queued for
+    /// release, and the chunk for repair. False if the record did not
+    /// name that holder.
+    pub fn lost_copy(&self, chunk: &ChunkId, index: u16, peer: &PeerId) -> ChunkResult<bool> {
+        let table = self.chunks.table();
+        let found = {
+            let _records = table.lock();
+            let Some(mut entry) = table.get(chunk)? else {
+                return Ok(false);
+            };
+            let mut gone = None;
+            for h in &entry.rec.holders {
+                if h.shard == index && self.peers.identity(h.peer)?.as_ref() == Some(peer) {
+                    gone = Some(*h);
+                }
+            }
+            let Some(h) = gone else { return Ok(false) };
+            entry.rec.holders.retain(|x| *x != h);
+            let mut b = Batch::new();
+            table.put(&mut b, chunk, &entry.rec);
+            if let Some(addr) = entry.manifest.shard_ids.get(usize::from(index)) {
+                b.put(
+                    Cf::Upload,
+                    &queue::drop_key(addr, h.peer),
+                    &super::UploadEntry::default().encode(),
+                );
+            }
+            self.kv.write(b, true)?;
+            true
+        };
+        if found {
+            self.enqueue(chunk, 0)?;
+        }
+        Ok(found)
+    }
+
     /// The oldest `since` among queued entries (Unix ms).
     pub fn oldest_since(&self) -> ChunkResult<Option<u64>> {
         Ok(self.list(100_000)?.iter().map(|q| q.entry.since_ms).min())

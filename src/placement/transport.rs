@@ -89,4 +89,31 @@ pub trait ShardTransport: Send + Sync {
 
     /// Asks `peer` to delete its copy of the shard at `address`.
     fn release(&self, peer: &PeerId, address: &ShardId) -> Result<(), PlaceError>;
+
+    /// Asks `peer` to prove it holds the shard at `address`: its BLAKE3
+    /// keyed with `nonce` over the shard's bytes. Ok(None): the peer says
+    /// it does not hold it. Transports without proofs refuse.
+    fn prove(
+        &self,
+        peer: &PeerId,
+        address: &ShardId,
+        nonce: &[u8; 32],
+    ) -> Result<Option<[u8; 32]>, PlaceError> {
+        let _ = (address, nonce);
+        Err(PlaceError::Refused {
+            peer: peer.clone(),
+            reason: "no proofs on this transport",
+        })
+    }
+
+    /// `peer`'s copy of the shard at `address`, checked against the
+    /// address (Ok(None): not held, or wrong bytes). Transports without
+    /// fetches refuse.
+    fn fetch(&self, peer: &PeerId, address: &ShardId) -> Result<Option<Vec<u8>>, PlaceError> {
+        let _ = address;
+        Err(PlaceError::Refused {
+            peer: peer.clone(),
+            reason: "no fetches on this transport",
+        })
+    }
 }

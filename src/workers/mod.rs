@@ -28,6 +28,7 @@
 pub mod clock;
 pub mod healer;
 pub mod runner;
+pub mod scrubber;
 pub mod uploader;
 
 use std::time::Duration;
@@ -35,6 +36,7 @@ use std::time::Duration;
 pub use clock::{Clock, ManualClock, Stop, SystemClock};
 pub use healer::{HealerStats, HealerWorker};
 pub use runner::{ERROR_BACKOFF_MAX, ERROR_BACKOFF_START, RunState, Runner, WorkerStatus};
+pub use scrubber::{ScrubStats, ScrubberWorker};
 pub use uploader::{StepError, UploaderSnapshot, UploaderStats, UploaderWorker};
 
 use crate::chunks::ChunkError;

@@ -105,6 +105,13 @@ struct Args {
     /// link); `pangea status` still shows what is degraded.
     #[arg(long)]
     no_heal: bool,
+    /// How long a scrub pass over the local chunk files takes (each pass
+    /// 5/6 to 7/6 of it, so machines do not scrub in step).
+    #[arg(long, default_value = "30d")]
+    scrub_period: String,
+    /// Peers' proofs of possession asked per second.
+    #[arg(long, default_value_t = 4)]
+    scrub_challenges: usize,
 }
 
 /// Where the daemon logs in the background: the data dir's `pangea.log`,
@@ -302,6 +309,10 @@ fn serve(
             net.mdns = args.mdns;
             net.zone = args.zone.clone();
             cfg.heal_enabled = !args.no_heal;
+            cfg.scrub_period = pangea_mount::cli::parse_duration(&args.scrub_period)
+                .map_err(|e| format!("--scrub-period: {e}"))?
+                .max(Duration::from_secs(1));
+            cfg.scrub_challenges = args.scrub_challenges;
             let grace = pangea_mount::cli::parse_duration(&args.heal_grace)
                 .map_err(|e| format!("--heal-grace: {e}"))?;
             cfg.heal.grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX);
