@@ -302,8 +302,11 @@ impl ShardTransport for NetTransport {
                 .unwrap_or_else(|| p.to_string())
         };
         let domains: HashSet<String> = candidates.iter().map(domain).collect();
+        // As even as the domains allow, and never more than m in one.
         let dom_cap = if domains.len() >= 2 {
-            per_domain.max(1)
+            per_domain
+                .min((shards.len() + avoid.len()).div_ceil(domains.len()))
+                .max(1)
         } else {
             usize::MAX
         };

@@ -36,6 +36,8 @@ pub enum ControlRequest {
     Remove {
         peer: String,
     },
+    /// `pangea tune [--explain]`.
+    Tune,
     /// `pangea scrub [--pause|--resume]`.
     Scrub {
         pause: Option<bool>,

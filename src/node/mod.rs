@@ -420,6 +420,8 @@ impl Node {
         let releases = Arc::new(Releases::start(fs.clone()));
         let runner = Runner::new(cfg.clock.clone());
         #[cfg(feature = "net")]
+        let tune_explained = Arc::new(std::sync::Mutex::new(None));
+        #[cfg(feature = "net")]
         if let Some(on) = online.as_ref().filter(|_| !ro) {
             let fit = fit::FitParams {
                 auto: cfg.auto_params,
@@ -430,6 +432,11 @@ impl Node {
                 changes: 0,
                 queue: fs.upload_queue(),
                 forgotten: std::collections::HashSet::new(),
+                book: book.clone(),
+                repair_h: (cfg.heal.grace_ms as f64 / 3_600_000.0)
+                    .max(cfg.heal_rescan.as_secs_f64() / 3600.0)
+                    .max(1.0 / 60.0),
+                explained: tune_explained.clone(),
             };
             runner.spawn(Box::new(fit), 0).map_err(NodeError::Worker)?;
         }
@@ -534,6 +541,7 @@ impl Node {
                 net: online.as_ref().map(|o| o.handle()),
                 healer: healer_stats.clone(),
                 scrub: scrub_stats.clone(),
+                tune: tune_explained.clone(),
                 workers: runner.status_handles(),
             });
             match control::ControlServer::start(path, handler) {

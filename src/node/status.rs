@@ -45,6 +45,8 @@ pub struct MountContext {
     pub healer: Option<Arc<crate::workers::HealerStats>>,
     /// The scrubber's counters and pause switch.
     pub scrub: Option<Arc<crate::workers::ScrubStats>>,
+    /// The tuner's last choice, inputs and candidates.
+    pub tune: Arc<std::sync::Mutex<Option<Value>>>,
     /// The workers' status rows.
     pub workers: Vec<Arc<std::sync::Mutex<crate::workers::WorkerStatus>>>,
 }
@@ -196,6 +198,7 @@ fn network_request(net: Option<&OnlineHandle>, req: &ControlRequest) -> Result<V
         ControlRequest::Status => Err("unreachable".into()),
         ControlRequest::Heal { .. } => Err("only a filesystem node heals".into()),
         ControlRequest::Scrub { .. } => Err("only a filesystem node scrubs".into()),
+        ControlRequest::Tune => Err("only a filesystem node chooses (k, m)".into()),
     }
 }
 
@@ -315,6 +318,15 @@ pub fn mount_handler(ctx: MountContext) -> Arc<Handler> {
                 Ok(v)
             }
             ControlRequest::Heal { now } => heal_request(&fs, &ctx, *now),
+            ControlRequest::Tune => {
+                let p = fs.chunk_layer().shard_params();
+                let explained = ctx.tune.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                Ok(json!({
+                    "k": p.k(),
+                    "m": p.m(),
+                    "explain": explained,
+                }))
+            }
             ControlRequest::Scrub { pause } => {
                 let s = ctx
                     .scrub

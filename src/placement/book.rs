@@ -41,6 +41,9 @@ const BW_ALPHA: f64 = 0.2;
 /// Prior of the availability estimate: `PRIOR_UP` up in `PRIOR_PROBES`.
 const PRIOR_UP: f64 = 9.0;
 const PRIOR_PROBES: f64 = 10.0;
+/// A down period this long counts as a loss for the tuner (the healer's
+/// default grace period).
+pub const LONG_DOWN_MS: u64 = 3_600_000;
 /// Transfers smaller than this say little about bandwidth.
 const BW_MIN_BYTES: u64 = 256 * 1024;
 
@@ -63,6 +66,19 @@ pub struct PeerRecord {
     pub down_since_ms: Option<u64>,
     /// Its failure domain (see the module documentation); empty: unknown.
     pub domain: String,
+    /// When it was first probed (Unix ms), and how often it was down for
+    /// longer than [`LONG_DOWN_MS`] (the tuner's losses).
+    pub first_seen_ms: u64,
+    pub long_downs: u64,
+    /// The current down period was counted in `long_downs`.
+    pub down_counted: bool,
+}
+
+impl PeerRecord {
+    /// Hours it has been watched.
+    pub fn observed_h(&self, now_ms: u64) -> f64 {
+        now_ms.saturating_sub(self.first_seen_ms) as f64 / 3_600_000.0
+    }
 }
 
 impl PeerRecord {
@@ -216,12 +232,23 @@ impl PeerBook {
     pub fn probe(&self, peer: &PeerId, up: bool, outcome: Probe, now_ms: u64) {
         let mut all = self.write();
         let r = all.entry(peer.clone()).or_default();
+        if r.first_seen_ms == 0 {
+            r.first_seen_ms = now_ms;
+        }
         r.probes += 1;
         let was_down = r.down_since_ms.is_some();
+        if let Some(since) = r.down_since_ms
+            && !r.down_counted
+            && now_ms.saturating_sub(since) >= LONG_DOWN_MS
+        {
+            r.long_downs += 1;
+            r.down_counted = true;
+        }
         if up {
             r.up_probes += 1;
             r.last_seen_ms = now_ms;
             r.down_since_ms = None;
+            r.down_counted = false;
             match outcome {
                 Probe::Answered(s) => {
                     if r.srtt_ms <= 0.0 {
@@ -443,5 +470,28 @@ mod tests {
         assert_eq!(again.get(&p(1)), b.get(&p(1)));
         assert_eq!(again.get(&p(2)), b.get(&p(2)));
         assert_eq!(again.domain(&p(1)).as_deref(), Some("zone-a"));
+    }
+}
+
+#[cfg(test)]
+mod long_down_tests {
+    use super::*;
+
+    #[test]
+    fn a_long_down_period_counts_once() {
+        let b = PeerBook::in_memory();
+        let p = PeerId(vec![1]);
+        b.probe(&p, true, Probe::Answered(1.0), 1);
+        b.probe(&p, false, Probe::NotSent, 10);
+        b.probe(&p, false, Probe::NotSent, 10 + LONG_DOWN_MS / 2);
+        assert_eq!(b.get(&p).unwrap().long_downs, 0);
+        b.probe(&p, false, Probe::NotSent, 10 + LONG_DOWN_MS);
+        b.probe(&p, false, Probe::NotSent, 10 + 2 * LONG_DOWN_MS);
+        assert_eq!(b.get(&p).unwrap().long_downs, 1);
+        b.probe(&p, true, Probe::Answered(1.0), 20 + 2 * LONG_DOWN_MS);
+        b.probe(&p, false, Probe::NotSent, 30 + 2 * LONG_DOWN_MS);
+        b.probe(&p, false, Probe::NotSent, 30 + 4 * LONG_DOWN_MS);
+        assert_eq!(b.get(&p).unwrap().long_downs, 2);
+        assert!(b.get(&p).unwrap().observed_h(1 + 4 * LONG_DOWN_MS) > 3.9);
     }
 }

@@ -12,6 +12,7 @@ pub mod heal;
 pub mod peers;
 pub mod queue;
 pub mod transport;
+pub mod tuner;
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};

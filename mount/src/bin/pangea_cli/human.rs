@@ -186,3 +186,50 @@ pub fn heal(v: &Value) -> String {
     }
     out
 }
+
+/// `pangea tune [--explain]`, for people.
+pub fn tune(v: &Value, explain: bool) -> String {
+    let e = &v["explain"];
+    let mut out = format!(
+        "new chunks: k={} m={} ({})\n",
+        u(v, &["k"]),
+        u(v, &["m"]),
+        e["choice"]["how"].as_str().unwrap_or("given with --k/--m")
+    );
+    if !explain || e.is_null() {
+        return out;
+    }
+    let i = &e["inputs"];
+    out.push_str(&format!(
+        "inputs: {} storage peers, network {}, repair every {:.2} h, target P(loss) <= {:e}, load {:.2}/core\n",
+        i["peers"].as_array().map_or(0, Vec::len),
+        i["net"].as_str().unwrap_or("?"),
+        i["repair_h"].as_f64().unwrap_or(0.0),
+        i["target"].as_f64().unwrap_or(0.0),
+        i["cpu_load"].as_f64().unwrap_or(0.0),
+    ));
+    for p in i["peers"].as_array().cloned().unwrap_or_default() {
+        out.push_str(&format!(
+            "  peer in {}: watched {:.1} h, {} loss(es)\n",
+            p["domain"].as_str().unwrap_or("?"),
+            p["observed_h"].as_f64().unwrap_or(0.0),
+            u(&p, &["losses"])
+        ));
+    }
+    out.push_str("candidates (k+m, overhead, P(loss) per repair interval):\n");
+    for c in e["candidates"].as_array().cloned().unwrap_or_default() {
+        out.push_str(&format!(
+            "  {:>2}+{:<2} {:.3}x  {:.3e} {}\n",
+            u(&c, &["k"]),
+            u(&c, &["m"]),
+            c["overhead"].as_f64().unwrap_or(0.0),
+            c["p_loss"].as_f64().unwrap_or(1.0),
+            if c["meets"].as_bool() == Some(true) {
+                "meets"
+            } else {
+                ""
+            }
+        ));
+    }
+    out
+}
