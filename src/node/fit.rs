@@ -43,7 +43,7 @@ pub struct FitParams {
 /// The tuner's inputs from the peer book and the storage members.
 pub fn tune_input(
     book: &crate::placement::PeerBook,
-    storage: &[(libp2p::PeerId, Vec<libp2p::Multiaddr>)],
+    storage: &[crate::net::NetPeerId],
     repair_h: f64,
 ) -> crate::placement::tuner::TuneInput {
     use crate::placement::tuner::{NetClass, PeerModel, TuneInput};
@@ -54,7 +54,7 @@ pub fn tune_input(
     let mut losses = Vec::new();
     let peers = storage
         .iter()
-        .map(|(p, _)| {
+        .map(|p| {
             let id = crate::placement::PeerId(p.to_bytes());
             let r = book.get(&id).unwrap_or_default();
             if r.srtt_ms > 0.0 {
@@ -134,7 +134,12 @@ impl Worker for FitParams {
             return Ok(WorkerState::Idle);
         }
         let me = self.client.local_peer_id();
-        let storage = self.members.storage_peers(&me);
+        let storage: Vec<_> = self
+            .members
+            .storage_peers(&me)
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect();
         let input = tune_input(&self.book, &storage, self.repair_h);
         let tuned = crate::placement::tuner::tune(&input);
         let want = tuned

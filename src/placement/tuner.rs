@@ -7,8 +7,8 @@
 //! probability q = 1 − exp(−λ·T), where λ is its learned rate of losses
 //! (times it was down for an hour or more), shrunk towards the rate of
 //! all peers together by the weight of one loss: λ = (losses + 1) /
-//! (hours watched + 1/λ_all), with λ_all = (all losses + 1) / (all hours
-//! + 1 year). Peers of one failure domain also fail together, at a given
+//! (hours watched + 1/λ_all), where λ_all is all losses plus one over all
+//! hours plus a year. Peers of one failure domain also fail together, at a given
 //! rate (one a year by default). Placement spreads a chunk's shards
 //! evenly over the domains, over distinct peers where there are enough;
 //! the probability that more than m are lost is computed exactly over the
