@@ -240,6 +240,22 @@ impl NetTransport {
     }
 }
 
+/// Why a request to `peer` did not get the answer it wanted: refused (and
+/// why), answered with something else (`other`), or not answered.
+fn failed(peer: &PeerId, answer: Result<Response, NetError>, other: &'static str) -> PlaceError {
+    match answer {
+        Ok(Response::Refused(r)) => PlaceError::Refused {
+            peer: peer.clone(),
+            reason: refusal_text(r),
+        },
+        Ok(_) => PlaceError::Refused {
+            peer: peer.clone(),
+            reason: other,
+        },
+        Err(_) => PlaceError::PeerDown(peer.clone()),
+    }
+}
+
 fn refusal_text(r: Refusal) -> &'static str {
     match r {
         Refusal::Full => "full",
@@ -416,15 +432,7 @@ impl ShardTransport for NetTransport {
         match self.client.request(p, Vec::new(), request, PROVE_DEADLINE) {
             Ok(Response::Proof { hash }) => Ok(Some(hash)),
             Ok(Response::Refused(Refusal::NotFound)) => Ok(None),
-            Ok(Response::Refused(r)) => Err(PlaceError::Refused {
-                peer: peer.clone(),
-                reason: refusal_text(r),
-            }),
-            Ok(_) => Err(PlaceError::Refused {
-                peer: peer.clone(),
-                reason: "an answer that is not to a prove",
-            }),
-            Err(_) => Err(PlaceError::PeerDown(peer.clone())),
+            other => Err(failed(peer, other, "an answer that is not to a prove")),
         }
     }
 
@@ -448,15 +456,7 @@ impl ShardTransport for NetTransport {
                 Ok(Some(bytes))
             }
             Ok(Response::Refused(Refusal::NotFound)) => Ok(None),
-            Ok(Response::Refused(r)) => Err(PlaceError::Refused {
-                peer: peer.clone(),
-                reason: refusal_text(r),
-            }),
-            Ok(_) => Err(PlaceError::Refused {
-                peer: peer.clone(),
-                reason: "an answer that is not to a get",
-            }),
-            Err(_) => Err(PlaceError::PeerDown(peer.clone())),
+            other => Err(failed(peer, other, "an answer that is not to a get")),
         }
     }
 
@@ -476,15 +476,7 @@ impl ShardTransport for NetTransport {
             RELEASE_DEADLINE,
         ) {
             Ok(Response::Deleted { .. }) => Ok(()),
-            Ok(Response::Refused(r)) => Err(PlaceError::Refused {
-                peer: peer.clone(),
-                reason: refusal_text(r),
-            }),
-            Ok(_) => Err(PlaceError::Refused {
-                peer: peer.clone(),
-                reason: "an answer that is not to a delete",
-            }),
-            Err(_) => Err(PlaceError::PeerDown(peer.clone())),
+            other => Err(failed(peer, other, "an answer that is not to a delete")),
         }
     }
 }

@@ -132,6 +132,31 @@ fn connect(a: &Node, b: &Node) {
 
 /// A network whose admin is the first of `n` nodes; the others are
 /// admitted with an invite and given the roster (as a join would).
+/// A member admitted to `net` that lies: every get and proof is answered
+/// from `lie`, and it says it holds every shard. Its files' dir is kept
+/// alive by the caller.
+fn start_liar(net: &Net, lie: Vec<u8>) -> (Node, tempfile::TempDir) {
+    let key = identity::Keypair::generate_ed25519();
+    let liar_id = key.public().to_peer_id();
+    admit(&net.admin, &liar_id, "liar");
+    let d = tempfile::tempdir().unwrap();
+    let liar_members = Membership::joined(
+        MemberFiles::new(d.path()),
+        net.admin.network().clone(),
+        net.admin.signed(),
+        &liar_id,
+    )
+    .unwrap();
+    let liar = start(
+        key,
+        Arc::new(liar_members),
+        "/ip4/127.0.0.1/tcp/0",
+        GuardConfig::default(),
+        Some(lie),
+    );
+    (liar, d)
+}
+
 fn network(n: usize, listen: &str, guard: GuardConfig) -> (Net, Vec<Node>) {
     let mut dirs = Vec::new();
     let keys: Vec<identity::Keypair> = (0..n)
@@ -525,25 +550,8 @@ fn a_read_goes_around_a_lying_holder_and_counts_it() {
 
     // Two storage members: one lies about every shard it is asked for.
     let (net, mut nodes) = network(2, "/ip4/127.0.0.1/tcp/0", GuardConfig::default());
-    let key = identity::Keypair::generate_ed25519();
-    let liar_id = key.public().to_peer_id();
-    admit(&net.admin, &liar_id, "liar");
-    let d = tempfile::tempdir().unwrap();
-    let liar_members = Membership::joined(
-        MemberFiles::new(d.path()),
-        net.admin.network().clone(),
-        net.admin.signed(),
-        &liar_id,
-    )
-    .unwrap();
     let honest = nodes.remove(1);
-    let liar = start(
-        key,
-        Arc::new(liar_members),
-        "/ip4/127.0.0.1/tcp/0",
-        GuardConfig::default(),
-        Some(vec![0u8; 1]),
-    );
+    let (liar, _liar_dir) = start_liar(&net, vec![0u8; 1]);
     connect(&nodes[0], &liar);
     let ces = Ces::new(
         &MasterKey::generate().unwrap(),
@@ -686,24 +694,7 @@ fn mdns_is_off_unless_asked_for() {
 fn a_peer_that_claims_shards_it_dropped_is_caught_by_the_challenge() {
     use crate::placement::{PeerBook, ShardTransport};
     let (net, nodes) = network(2, "/ip4/127.0.0.1/tcp/0", GuardConfig::default());
-    let key = identity::Keypair::generate_ed25519();
-    let liar_id = key.public().to_peer_id();
-    admit(&net.admin, &liar_id, "liar");
-    let d = tempfile::tempdir().unwrap();
-    let liar_members = Membership::joined(
-        MemberFiles::new(d.path()),
-        net.admin.network().clone(),
-        net.admin.signed(),
-        &liar_id,
-    )
-    .unwrap();
-    let liar = start(
-        key,
-        Arc::new(liar_members),
-        "/ip4/127.0.0.1/tcp/0",
-        GuardConfig::default(),
-        Some(vec![0u8; 16]),
-    );
+    let (liar, _liar_dir) = start_liar(&net, vec![0u8; 16]);
     connect(&nodes[0], &liar);
     connect(&nodes[0], &nodes[1]);
     let transport = super::remote::NetTransport::new(
