@@ -17,6 +17,7 @@ use fuser::{
 use pangea::fs::xattr::{XattrMode, XattrReply};
 use pangea::fs::{Ctx, FileKind, Fs, FsError, Ino, Inode, SetAttr, SetTime, Time};
 use pangea::node::Releases;
+use pangea::node::metrics::OpStats;
 use tracing::{debug, warn};
 
 /// How long the kernel may cache what the daemon tells it (`-o
@@ -72,6 +73,8 @@ pub struct FuseFs {
     ttl: Ttls,
     /// The kernel skips opendir/releasedir once opendir answers ENOSYS.
     no_opendir: bool,
+    /// How long each request took, by operation (`--metrics`).
+    ops: Arc<OpStats>,
 }
 
 impl FuseFs {
@@ -83,7 +86,14 @@ impl FuseFs {
             releases,
             ttl,
             no_opendir: false,
+            ops: Arc::new(OpStats::default()),
         }
+    }
+
+    /// Times every request into `ops` (the metrics endpoint's).
+    pub fn with_ops(mut self, ops: Arc<OpStats>) -> Self {
+        self.ops = ops;
+        self
     }
 
     /// Replies with an entry; the kernel now holds a reference to it,
@@ -225,6 +235,7 @@ impl Filesystem for FuseFs {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        let _t = self.ops.time("forget");
         if let Err(e) = self.fs.forget(Ino(ino.0), nlookup) {
             warn!(ino = ino.0, error = %e, "forget failed; the orphan is deleted at the next mount");
         }
@@ -234,6 +245,7 @@ impl Filesystem for FuseFs {
     // down (drain the releases, flush, stop the workers, close the index).
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let _t = self.ops.time("lookup");
         match self.fs.lookup(Ino(parent.0), name.as_bytes()) {
             // A negative entry (inode 0): the kernel caches the miss for
             // the negative lifetime, so a program that stats a name before
@@ -251,6 +263,7 @@ impl Filesystem for FuseFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let _t = self.ops.time("getattr");
         match self.fs.getattr(Ino(ino.0)) {
             Ok(i) => reply.attr(&self.ttl.attr, &attr(&i)),
             Err(e) => reply.error(errno(&e)),
@@ -275,6 +288,7 @@ impl Filesystem for FuseFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        let _t = self.ops.time("setattr");
         let set = SetAttr {
             mode,
             uid,
@@ -291,6 +305,7 @@ impl Filesystem for FuseFs {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let _t = self.ops.time("readlink");
         match self.fs.readlink(Ino(ino.0)) {
             Ok(t) => reply.data(&t),
             Err(e) => reply.error(errno(&e)),
@@ -307,6 +322,7 @@ impl Filesystem for FuseFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
+        let _t = self.ops.time("mknod");
         self.entry(
             reply,
             self.fs.mknod(
@@ -328,6 +344,7 @@ impl Filesystem for FuseFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
+        let _t = self.ops.time("mkdir");
         self.entry(
             reply,
             self.fs
@@ -336,10 +353,12 @@ impl Filesystem for FuseFs {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _t = self.ops.time("unlink");
         empty(reply, self.fs.unlink(Ino(parent.0), name.as_bytes()));
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _t = self.ops.time("rmdir");
         empty(reply, self.fs.rmdir(Ino(parent.0), name.as_bytes()));
     }
 
@@ -351,6 +370,7 @@ impl Filesystem for FuseFs {
         target: &Path,
         reply: ReplyEntry,
     ) {
+        let _t = self.ops.time("symlink");
         self.entry(
             reply,
             self.fs.symlink(
@@ -372,6 +392,7 @@ impl Filesystem for FuseFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        let _t = self.ops.time("rename");
         let f = pangea::fs::RenameFlags {
             noreplace: flags.contains(RenameFlags::RENAME_NOREPLACE),
             exchange: flags.contains(RenameFlags::RENAME_EXCHANGE),
@@ -399,6 +420,7 @@ impl Filesystem for FuseFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
+        let _t = self.ops.time("link");
         self.entry(
             reply,
             self.fs
@@ -407,6 +429,7 @@ impl Filesystem for FuseFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let _t = self.ops.time("open");
         match self.fs.open(Ino(ino.0), flags.0 & libc::O_TRUNC != 0) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(errno(&e)),
@@ -424,6 +447,7 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        let _t = self.ops.time("read");
         match self.fs.read_data(Ino(ino.0), offset, size) {
             Ok(d) => reply.data(&d),
             Err(e) => reply.error(errno(&e)),
@@ -442,6 +466,7 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        let _t = self.ops.time("write");
         if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID)
             && let Err(e) = self.fs.kill_privs(Ino(ino.0))
         {
@@ -461,6 +486,7 @@ impl Filesystem for FuseFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        let _t = self.ops.time("flush");
         empty(reply, self.fs.close_descriptor(fh.0));
     }
 
@@ -474,6 +500,7 @@ impl Filesystem for FuseFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        let _t = self.ops.time("release");
         // Off this thread, unless the queue says it must run here
         // (`pangea::node::Releases`).
         self.releases
@@ -488,10 +515,12 @@ impl Filesystem for FuseFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        let _t = self.ops.time("fsync");
         empty(reply, self.fs.fsync(Ino(ino.0)));
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let _t = self.ops.time("opendir");
         if self.no_opendir {
             // Taken by the kernel as "no opendir needed", once for all.
             return reply.error(Errno::ENOSYS);
@@ -511,6 +540,7 @@ impl Filesystem for FuseFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        let _t = self.ops.time("readdir");
         let r = self.fs.readdir(Ino(ino.0), offset, &mut |e| {
             !reply.add(
                 INodeNo(e.ino.0),
@@ -533,6 +563,7 @@ impl Filesystem for FuseFs {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
+        let _t = self.ops.time("readdirplus");
         let fs = &self.fs;
         let r = fs.readdir(Ino(ino.0), offset, &mut |e| {
             let Ok(i) = fs.getattr(e.ino) else {
@@ -572,6 +603,7 @@ impl Filesystem for FuseFs {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
+        let _t = self.ops.time("releasedir");
         reply.ok();
     }
 
@@ -583,10 +615,12 @@ impl Filesystem for FuseFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        let _t = self.ops.time("fsyncdir");
         empty(reply, self.fs.sync_all());
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let _t = self.ops.time("statfs");
         match self.fs.statfs() {
             Ok(s) => reply.statfs(
                 s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
@@ -605,6 +639,7 @@ impl Filesystem for FuseFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        let _t = self.ops.time("setxattr");
         let mode = match flags {
             0 => XattrMode::Any,
             libc::XATTR_CREATE => XattrMode::Create,
@@ -619,6 +654,7 @@ impl Filesystem for FuseFs {
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let _t = self.ops.time("getxattr");
         xattr(
             reply,
             self.fs
@@ -627,10 +663,12 @@ impl Filesystem for FuseFs {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let _t = self.ops.time("listxattr");
         xattr(reply, self.fs.listxattr(Ino(ino.0), size));
     }
 
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _t = self.ops.time("removexattr");
         empty(
             reply,
             self.fs.removexattr(&ctx(req), Ino(ino.0), name.as_bytes()),
@@ -638,6 +676,7 @@ impl Filesystem for FuseFs {
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        let _t = self.ops.time("access");
         empty(reply, self.fs.access(&ctx(req), Ino(ino.0), mask.bits()));
     }
 
@@ -651,6 +690,7 @@ impl Filesystem for FuseFs {
         _flags: i32,
         reply: ReplyCreate,
     ) {
+        let _t = self.ops.time("create");
         match self
             .fs
             .create(&ctx(req), Ino(parent.0), name.as_bytes(), mode & !umask)
@@ -679,6 +719,7 @@ impl Filesystem for FuseFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
+        let _t = self.ops.time("fallocate");
         empty(reply, self.fs.fallocate(Ino(ino.0), offset, length, mode));
     }
 }

@@ -833,3 +833,58 @@ fn the_scrubber_finds_rot_on_a_peer_and_here_and_the_healer_repairs_it() {
     assert!(paused.contains("\"paused\":true"), "{paused}");
     drop(serves);
 }
+
+/// GET /metrics at `addr`: the body.
+fn scrape(addr: &str) -> String {
+    use std::io::Write;
+    let mut c = std::net::TcpStream::connect(addr).expect("metrics endpoint");
+    c.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    write!(c, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").expect("request");
+    let mut out = String::new();
+    c.read_to_string(&mut out).expect("response");
+    let (head, body) = out.split_once("\r\n\r\n").expect("http response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_owned()
+}
+
+/// The value of the sample `name` (with its labels, as printed).
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[test]
+fn the_metrics_endpoint_is_scraped_and_parsed() {
+    let at = "127.77.12.1:19410";
+    let (m, serves) = cluster(12, 2, addr, &["--metrics", at]);
+    m.sh_ok("head -c 3000000 /dev/urandom > \"$M/f\" && sync \"$M/f\" && cat \"$M/f\" > /dev/null");
+    wait_placed(&m.data, Duration::from_secs(60));
+    let text = scrape(at);
+    // Every sample line parses: name{labels} value.
+    for l in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        let v = l.rsplit(' ').next().expect("value");
+        assert!(v.parse::<f64>().is_ok(), "unparsable sample: {l}");
+    }
+    assert!(text.ends_with("# EOF\n"), "not OpenMetrics text");
+    let writes = sample(&text, "pangea_fuse_op_seconds_count{op=\"write\"}");
+    assert!(writes.is_some_and(|n| n >= 1.0), "no write timed:\n{text}");
+    assert!(sample(&text, "pangea_fuse_op_seconds_count{op=\"fsync\"}").is_some_and(|n| n >= 1.0));
+    assert_eq!(sample(&text, "pangea_upload_backlog_chunks"), Some(0.0));
+    assert_eq!(sample(&text, "pangea_safe_to_unplug"), Some(1.0));
+    assert!(sample(&text, "pangea_chunks{state=\"placed\"}").is_some_and(|n| n >= 1.0));
+    assert_eq!(sample(&text, "pangea_peers"), Some(2.0));
+    assert!(text.contains("pangea_peer_rtt_ms{"), "{text}");
+    assert!(sample(&text, "pangea_ces_chunks_encoded_total").is_some_and(|n| n >= 1.0));
+    assert!(text.contains("pangea_process_cpu_seconds{mode=\"user\"}"));
+    assert!(text.contains("pangea_worker{worker=\"healer\""));
+    assert!(text.contains("pangea_heal_queue "));
+    // Anything but GET /metrics is a 404.
+    let mut c = std::net::TcpStream::connect(at).expect("connect");
+    use std::io::Write;
+    write!(c, "GET / HTTP/1.1\r\n\r\n").expect("request");
+    let mut out = String::new();
+    c.read_to_string(&mut out).expect("response");
+    assert!(out.starts_with("HTTP/1.1 404"), "{out}");
+    drop(serves);
+}

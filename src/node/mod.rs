@@ -56,6 +56,8 @@ pub mod datadir;
 mod evict;
 #[cfg(feature = "net")]
 mod fit;
+#[cfg(feature = "net")]
+pub mod metrics;
 pub mod offline;
 #[cfg(feature = "net")]
 pub mod prober;
@@ -145,6 +147,10 @@ pub struct NodeConfig {
     pub scrub_period: Duration,
     /// Peers' proofs asked per second.
     pub scrub_challenges: usize,
+    /// `--metrics ADDR`: the Prometheus endpoint, and the front end's
+    /// operation timings it shows.
+    #[cfg(feature = "net")]
+    pub metrics: Option<(std::net::SocketAddr, Arc<metrics::OpStats>)>,
 }
 
 impl NodeConfig {
@@ -172,6 +178,8 @@ impl NodeConfig {
             heal_enabled: true,
             scrub_period: Duration::from_secs(30 * 24 * 3600),
             scrub_challenges: 4,
+            #[cfg(feature = "net")]
+            metrics: None,
         }
     }
 }
@@ -242,6 +250,9 @@ pub struct ShutdownReport {
 /// the release queue, then the workers, then the core (the index), then
 /// the data dir's lock.
 pub struct Node {
+    /// The metrics endpoint; closed first.
+    #[cfg(feature = "net")]
+    metrics: Option<metrics::MetricsServer>,
     /// The control socket (`pangea status`...); closed first.
     #[cfg(feature = "net")]
     control: Option<control::ControlServer>,
@@ -533,17 +544,30 @@ impl Node {
             }));
         }
         #[cfg(feature = "net")]
+        let mut metrics_server = None;
+        #[cfg(feature = "net")]
         let control = if ro {
             None
         } else {
-            let handler = status::mount_handler(status::MountContext {
+            let context = || status::MountContext {
                 fs: Arc::downgrade(&fs),
                 net: online.as_ref().map(|o| o.handle()),
                 healer: healer_stats.clone(),
                 scrub: scrub_stats.clone(),
                 tune: tune_explained.clone(),
                 workers: runner.status_handles(),
-            });
+            };
+            if let Some((addr, ops)) = &cfg.metrics {
+                match metrics::MetricsServer::start(*addr, context(), ops.clone()) {
+                    Ok(m) => metrics_server = Some(m),
+                    Err(e) => {
+                        return Err(NodeError::Net(format!(
+                            "--metrics {addr}: cannot listen: {e}"
+                        )));
+                    }
+                }
+            }
+            let handler = status::mount_handler(context());
             match control::ControlServer::start(path, handler) {
                 Ok(c) => Some(c),
                 Err(e) => {
@@ -553,6 +577,8 @@ impl Node {
             }
         };
         Ok(Node {
+            #[cfg(feature = "net")]
+            metrics: metrics_server,
             #[cfg(feature = "net")]
             control,
             releases,
@@ -614,6 +640,8 @@ impl Node {
     pub fn shutdown(self) -> ShutdownReport {
         let Node {
             #[cfg(feature = "net")]
+            metrics,
+            #[cfg(feature = "net")]
             control,
             releases,
             runner,
@@ -624,7 +652,10 @@ impl Node {
             dir,
             ..
         } = self;
-        // The CLI's door closes first (it holds the filesystem).
+        // The CLI's and the metrics' doors close first (they hold the
+        // filesystem while they answer).
+        #[cfg(feature = "net")]
+        drop(metrics);
         #[cfg(feature = "net")]
         drop(control);
         // 1, 2: stop intake, drain releases.

@@ -112,6 +112,10 @@ struct Args {
     /// Peers' proofs of possession asked per second.
     #[arg(long, default_value_t = 4)]
     scrub_challenges: usize,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g.
+    /// 127.0.0.1:9410). Off by default.
+    #[arg(long)]
+    metrics: Option<std::net::SocketAddr>,
 }
 
 /// Where the daemon logs in the background: the data dir's `pangea.log`,
@@ -327,6 +331,8 @@ fn serve(
             }
             cfg.net = Some(net);
         }
+        let ops = std::sync::Arc::new(pangea::node::metrics::OpStats::default());
+        cfg.metrics = args.metrics.map(|a| (a, ops.clone()));
         let node = Node::open(cfg).map_err(|e| e.to_string())?;
         let mut config = fuser::Config::default();
         config.mount_options = opts.fuse.clone();
@@ -337,7 +343,8 @@ fn serve(
                 .max(2)
         }));
         config.clone_fd = true;
-        let adapter = FuseFs::new(node.fs().clone(), node.releases().clone(), opts.ttl);
+        let adapter =
+            FuseFs::new(node.fs().clone(), node.releases().clone(), opts.ttl).with_ops(ops);
         let mut session = match fuser::Session::new(adapter, mountpoint, &config) {
             Ok(s) => s,
             Err(e) => {
