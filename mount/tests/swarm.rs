@@ -838,7 +838,8 @@ fn the_scrubber_finds_rot_on_a_peer_and_here_and_the_healer_repairs_it() {
 fn scrape(addr: &str) -> String {
     use std::io::Write;
     let mut c = std::net::TcpStream::connect(addr).expect("metrics endpoint");
-    c.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    c.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
     write!(c, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").expect("request");
     let mut out = String::new();
     c.read_to_string(&mut out).expect("response");
@@ -855,14 +856,17 @@ fn sample(text: &str, name: &str) -> Option<f64> {
 }
 
 #[test]
-fn the_metrics_endpoint_is_scraped_and_parsed() {
+fn the_metrics_endpoint_is_scraped_and_parsed_and_stat_names_every_holder() {
     let at = "127.77.12.1:19410";
     let (m, serves) = cluster(12, 2, addr, &["--metrics", at]);
     m.sh_ok("head -c 3000000 /dev/urandom > \"$M/f\" && sync \"$M/f\" && cat \"$M/f\" > /dev/null");
     wait_placed(&m.data, Duration::from_secs(60));
     let text = scrape(at);
     // Every sample line parses: name{labels} value.
-    for l in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+    for l in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
         let v = l.rsplit(' ').next().expect("value");
         assert!(v.parse::<f64>().is_ok(), "unparsable sample: {l}");
     }
@@ -879,6 +883,46 @@ fn the_metrics_endpoint_is_scraped_and_parsed() {
     assert!(text.contains("pangea_process_cpu_seconds{mode=\"user\"}"));
     assert!(text.contains("pangea_worker{worker=\"healer\""));
     assert!(text.contains("pangea_heal_queue "));
+    // pangea stat: every chunk of the file, with a holder per shard.
+    let st: Value = serde_json::from_str(&cli_ok(&[
+        "stat",
+        "--json",
+        "--data-dir",
+        m.data.to_str().expect("utf-8"),
+        m.mnt.join("f").to_str().expect("utf-8"),
+    ]))
+    .expect("stat json");
+    let chunks = st["chunks"].as_array().expect("chunks");
+    assert!(!chunks.is_empty(), "{st}");
+    for c in chunks {
+        let n = c["k"].as_u64().unwrap_or(0) + c["m"].as_u64().unwrap_or(0);
+        assert_eq!(
+            c["holders"].as_array().map(Vec::len),
+            Some(n as usize),
+            "{c}"
+        );
+        assert!(
+            c["holders"]
+                .as_array()
+                .expect("holders")
+                .iter()
+                .all(|h| h["live"] == true)
+        );
+    }
+    let health = st["health"].as_str().expect("health");
+    assert!(health.contains("degraded=0"), "{st}");
+    // One /24 for every peer, but the local copy is a domain of its own.
+    assert!(
+        health.contains(&format!("domain_safe={}", chunks.len())),
+        "{health}"
+    );
+    let human = cli_ok(&[
+        "stat",
+        "--data-dir",
+        m.data.to_str().expect("utf-8"),
+        m.mnt.join("f").to_str().expect("utf-8"),
+    ]);
+    assert!(human.contains("placed="), "{human}");
     // Anything but GET /metrics is a 404.
     let mut c = std::net::TcpStream::connect(at).expect("connect");
     use std::io::Write;

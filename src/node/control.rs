@@ -38,6 +38,10 @@ pub enum ControlRequest {
     },
     /// `pangea tune [--explain]`.
     Tune,
+    /// `pangea stat FILE`: the chunks of inode `ino`.
+    Stat {
+        ino: u64,
+    },
     /// `pangea scrub [--pause|--resume]`.
     Scrub {
         pause: Option<bool>,

@@ -95,6 +95,72 @@ fn healer_json(fs: &Fs, stats: Option<&crate::workers::HealerStats>) -> Value {
     })
 }
 
+/// `pangea stat FILE`: each chunk of the file, its (k, m), where its
+/// shards are (here, and which member holds which index, up or not) and
+/// its health.
+fn stat_file(fs: &Fs, ctx: &MountContext, ino: u64) -> Result<Value, String> {
+    let chunks = fs
+        .file_chunks(crate::fs::Ino(ino))
+        .map_err(|e| e.to_string())?;
+    let queue = fs.upload_queue();
+    let layer = fs.chunk_layer();
+    let names: std::collections::HashMap<String, String> = ctx
+        .net
+        .as_ref()
+        .map(|n| {
+            n.members
+                .roster()
+                .members
+                .iter()
+                .filter_map(|m| Some((m.peer_id()?.to_string(), m.name.clone())))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut out = Vec::with_capacity(chunks.len());
+    for id in &chunks {
+        let Some(entry) = layer.table().get(id).map_err(|e| e.to_string())? else {
+            continue;
+        };
+        let m = &entry.manifest;
+        let holders: Vec<Value> = queue
+            .holders(id)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|(index, peer)| {
+                let id = crate::net::NetPeerId::from_bytes(peer.as_bytes())
+                    .map(|p| p.to_string())
+                    .unwrap_or_else(|_| format!("{peer:#}"));
+                json!({
+                    "shard": index,
+                    "peer": id,
+                    "name": names.get(&id),
+                    "live": ctx.net.as_ref().is_some_and(|n| n.is_live(&peer)),
+                })
+            })
+            .collect();
+        out.push(json!({
+            "chunk": format!("{id:#}"),
+            "k": m.params.k(),
+            "m": m.params.m(),
+            "shard_bytes": m.shard_len,
+            "here": match entry.rec.location {
+                crate::chunks::Location::Inline => "inline",
+                crate::chunks::Location::File => "chunk file",
+                crate::chunks::Location::Remote => "evicted",
+            },
+            "queued_for_placement": queue.is_queued(id).unwrap_or(false),
+            "queued_for_repair": fs.heal_queue().is_queued(id).unwrap_or(false),
+            "holders": holders,
+            "health": health_of(fs, ctx.net.as_ref(), std::slice::from_ref(id)),
+        }));
+    }
+    Ok(json!({
+        "ino": ino,
+        "health": health_of(fs, ctx.net.as_ref(), &chunks),
+        "chunks": out,
+    }))
+}
+
 fn scrub_json(stats: Option<&crate::workers::ScrubStats>) -> Value {
     let Some(s) = stats else { return Value::Null };
     let r = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
@@ -199,14 +265,18 @@ fn network_request(net: Option<&OnlineHandle>, req: &ControlRequest) -> Result<V
         ControlRequest::Heal { .. } => Err("only a filesystem node heals".into()),
         ControlRequest::Scrub { .. } => Err("only a filesystem node scrubs".into()),
         ControlRequest::Tune => Err("only a filesystem node chooses (k, m)".into()),
+        ControlRequest::Stat { .. } => Err("a storage node holds no files".into()),
     }
 }
 
 /// What `user.pangea.health` says of a file's chunks: how many are placed
 /// on live peers whole, degraded (some shards), local only, or lost (fewer
-/// than k shards on live peers and no local copy).
+/// than k shards on live peers and no local copy), and how many are
+/// domain-safe (the loss of any one failure domain, this node's disk
+/// included, leaves k shards).
 pub fn health_of(fs: &Fs, net: Option<&OnlineHandle>, chunks: &[crate::ces::ChunkId]) -> String {
     let (mut placed, mut degraded, mut local_only, mut lost) = (0, 0, 0, 0);
+    let mut domain_safe = 0;
     let queue = fs.upload_queue();
     let layer = fs.chunk_layer();
     for id in chunks {
@@ -216,13 +286,13 @@ pub fn health_of(fs: &Fs, net: Option<&OnlineHandle>, chunks: &[crate::ces::Chun
         };
         let total = entry.manifest.params.total();
         let k = usize::from(entry.manifest.params.k());
-        let live: std::collections::HashSet<u16> = queue
+        let holders: Vec<(u16, crate::placement::PeerId)> = queue
             .holders(id)
             .unwrap_or_default()
             .into_iter()
             .filter(|(_, p)| net.is_some_and(|n| n.is_live(p)))
-            .map(|(i, _)| i)
             .collect();
+        let live: std::collections::HashSet<u16> = holders.iter().map(|(i, _)| *i).collect();
         let local = match entry.rec.location {
             crate::chunks::Location::Inline => true,
             crate::chunks::Location::Remote => false,
@@ -232,6 +302,29 @@ pub fn health_of(fs: &Fs, net: Option<&OnlineHandle>, chunks: &[crate::ces::Chun
                 .exists(entry.file().as_bytes())
                 .unwrap_or(false),
         };
+        // Domain-safe: losing any one failure domain (this node's disk is
+        // one, each peer's domain another) leaves k shards somewhere.
+        let mut by_domain: std::collections::HashMap<String, std::collections::HashSet<u16>> =
+            std::collections::HashMap::new();
+        for (i, p) in &holders {
+            let d = net
+                .and_then(|n| n.book.domain(p))
+                .unwrap_or_else(|| format!("{p:#}"));
+            by_domain.entry(d).or_default().insert(*i);
+        }
+        let survives_peer_domain = by_domain.values().all(|lost_here| {
+            local
+                || holders
+                    .iter()
+                    .filter(|(i, _)| !lost_here.contains(i))
+                    .map(|(i, _)| *i)
+                    .collect::<std::collections::HashSet<u16>>()
+                    .len()
+                    >= k
+        });
+        if survives_peer_domain && live.len() >= k && (local || by_domain.len() > 1) {
+            domain_safe += 1;
+        }
         if live.len() < k && !local {
             lost += 1;
         } else if live.len() >= total {
@@ -243,7 +336,7 @@ pub fn health_of(fs: &Fs, net: Option<&OnlineHandle>, chunks: &[crate::ces::Chun
         }
     }
     format!(
-        "chunks={} placed={placed} degraded={degraded} local_only={local_only} lost={lost}",
+        "chunks={} placed={placed} degraded={degraded} local_only={local_only} lost={lost} domain_safe={domain_safe}",
         chunks.len()
     )
 }
@@ -318,6 +411,7 @@ pub fn mount_handler(ctx: MountContext) -> Arc<Handler> {
                 Ok(v)
             }
             ControlRequest::Heal { now } => heal_request(&fs, &ctx, *now),
+            ControlRequest::Stat { ino } => stat_file(&fs, &ctx, *ino),
             ControlRequest::Tune => {
                 let p = fs.chunk_layer().shard_params();
                 let explained = ctx.tune.lock().unwrap_or_else(|e| e.into_inner()).clone();

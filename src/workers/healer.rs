@@ -21,13 +21,15 @@ use tracing::{debug, info, warn};
 
 use super::{Stop, Worker, WorkerError, WorkerProgress, WorkerState};
 use crate::placement::{
-    HealPolicy, HealQueue, Life, PeerBook, PeerId, RepairError, ShardTransport,
+    HealPolicy, HealQueue, Life, PeerBook, PeerId, QueuedHeal, RepairError, ShardTransport,
 };
 
 /// Chunk records looked at per step of a scan.
 const SCAN_PER_STEP: usize = 4096;
 /// Repairs per step.
-const REPAIRS_PER_STEP: usize = 8;
+const REPAIRS_PER_STEP: usize = 32;
+/// Repairs at once.
+const PARALLEL: usize = 4;
 
 /// The healer's counters (shared with the status and metrics).
 #[derive(Debug, Default)]
@@ -153,52 +155,83 @@ impl HealerWorker {
     fn repair_step(&mut self, stop: &Stop) -> Result<usize, WorkerError> {
         let due = self.heal.due(unix_ms(), REPAIRS_PER_STEP)?;
         let started = Instant::now();
-        let mut moved = 0u64;
-        for q in &due {
-            if stop.is_raised() {
-                break;
-            }
-            match self
-                .heal
-                .repair(&q.chunk, &self.book, &self.policy, self.transport.as_ref())
-            {
-                Ok(done) => {
-                    self.heal.done(&q.chunk)?;
-                    if let Some(r) = done {
-                        moved += r.bytes;
-                        self.stats.chunks_repaired.fetch_add(1, Ordering::Relaxed);
-                        self.stats
-                            .shards_rebuilt
-                            .fetch_add(r.shards, Ordering::Relaxed);
-                        self.stats.bytes_moved.fetch_add(r.bytes, Ordering::Relaxed);
-                        debug!(chunk = %q.chunk, shards = r.shards, "chunk repaired");
+        let moved = AtomicU64::new(0);
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let failed: std::sync::Mutex<Option<WorkerError>> = std::sync::Mutex::new(None);
+        // A few chunks at once: one repair is a fetch and a put or two,
+        // bound by round trips, not by bandwidth.
+        std::thread::scope(|scope| {
+            for _ in 0..PARALLEL.min(due.len()) {
+                scope.spawn(|| {
+                    loop {
+                        if stop.is_raised() {
+                            break;
+                        }
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(q) = due.get(i) else { break };
+                        if let Err(e) = self.repair_one(q, &moved) {
+                            failed
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .get_or_insert(e);
+                            break;
+                        }
+                        // The bandwidth cap: the step lasts at least
+                        // moved / rate.
+                        if let Some(rate) = self.rate.filter(|r| *r > 0) {
+                            let floor = Duration::from_secs_f64(
+                                moved.load(Ordering::Relaxed) as f64 / rate as f64,
+                            );
+                            let spent = started.elapsed();
+                            if floor > spent && stop.wait_timeout(floor - spent) {
+                                break;
+                            }
+                        }
                     }
-                }
-                Err(e) => {
-                    if let RepairError::Place { done, .. } = &e {
-                        moved += done.bytes;
-                        self.stats
-                            .shards_rebuilt
-                            .fetch_add(done.shards, Ordering::Relaxed);
-                        self.stats
-                            .bytes_moved
-                            .fetch_add(done.bytes, Ordering::Relaxed);
-                    }
-                    self.stats.repairs_failed.fetch_add(1, Ordering::Relaxed);
-                    warn!(chunk = %q.chunk, attempts = q.entry.attempts + 1, error = %e, "repair failed; retried later");
-                    self.heal.failed(q, &e.to_string())?;
-                }
+                });
             }
-            // The bandwidth cap: the step lasts at least moved / rate.
-            if let Some(rate) = self.rate.filter(|r| *r > 0) {
-                let floor = Duration::from_secs_f64(moved as f64 / rate as f64);
-                let spent = started.elapsed();
-                if floor > spent && stop.wait_timeout(floor - spent) {
-                    break;
-                }
-            }
+        });
+        if let Some(e) = failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
+            return Err(e);
         }
         Ok(due.len())
+    }
+
+    /// Repairs one queued chunk and records the outcome in the queue and
+    /// the counters.
+    fn repair_one(&self, q: &QueuedHeal, moved: &AtomicU64) -> Result<(), WorkerError> {
+        match self
+            .heal
+            .repair(&q.chunk, &self.book, &self.policy, self.transport.as_ref())
+        {
+            Ok(done) => {
+                self.heal.done(&q.chunk)?;
+                if let Some(r) = done {
+                    moved.fetch_add(r.bytes, Ordering::Relaxed);
+                    self.stats.chunks_repaired.fetch_add(1, Ordering::Relaxed);
+                    self.stats
+                        .shards_rebuilt
+                        .fetch_add(r.shards, Ordering::Relaxed);
+                    self.stats.bytes_moved.fetch_add(r.bytes, Ordering::Relaxed);
+                    debug!(chunk = %q.chunk, shards = r.shards, "chunk repaired");
+                }
+            }
+            Err(e) => {
+                if let RepairError::Place { done, .. } = &e {
+                    moved.fetch_add(done.bytes, Ordering::Relaxed);
+                    self.stats
+                        .shards_rebuilt
+                        .fetch_add(done.shards, Ordering::Relaxed);
+                    self.stats
+                        .bytes_moved
+                        .fetch_add(done.bytes, Ordering::Relaxed);
+                }
+                self.stats.repairs_failed.fetch_add(1, Ordering::Relaxed);
+                warn!(chunk = %q.chunk, attempts = q.entry.attempts + 1, error = %e, "repair failed; retried later");
+                self.heal.failed(q, &e.to_string())?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -233,3 +233,57 @@ pub fn tune(v: &Value, explain: bool) -> String {
     }
     out
 }
+
+/// `pangea stat FILE`, for people.
+pub fn stat(file: &std::path::Path, v: &Value) -> String {
+    let chunks = v["chunks"].as_array().cloned().unwrap_or_default();
+    let mut out = format!(
+        "{}: {}\n",
+        file.display(),
+        v["health"].as_str().unwrap_or("?")
+    );
+    for c in chunks {
+        let holders: Vec<String> = c["holders"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|h| {
+                format!(
+                    "{}:{}{}",
+                    u(h, &["shard"]),
+                    h["name"].as_str().unwrap_or("?"),
+                    if h["live"].as_bool() == Some(true) {
+                        ""
+                    } else {
+                        "(down)"
+                    }
+                )
+            })
+            .collect();
+        out.push_str(&format!(
+            "  {} {}+{} {}, {}{}{}; {}\n",
+            c["chunk"].as_str().unwrap_or("?"),
+            u(&c, &["k"]),
+            u(&c, &["m"]),
+            bytes(u(&c, &["shard_bytes"])),
+            c["here"].as_str().unwrap_or("?"),
+            if c["queued_for_placement"].as_bool() == Some(true) {
+                ", uploading"
+            } else {
+                ""
+            },
+            if c["queued_for_repair"].as_bool() == Some(true) {
+                ", repair queued"
+            } else {
+                ""
+            },
+            if holders.is_empty() {
+                "no copies on peers".to_string()
+            } else {
+                holders.join(" ")
+            }
+        ));
+    }
+    out
+}
