@@ -768,6 +768,19 @@ fn a_lost_storage_node_is_healed_while_reads_go_on() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+    // pangea heal --now --wait: nothing left, exit 0.
+    let o = cli(&[
+        "heal",
+        "--now",
+        "--wait",
+        "30",
+        "--json",
+        "--data-dir",
+        m.data.to_str().expect("utf-8"),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).expect("heal json");
+    assert_eq!(v["queued"], 0, "{v}");
     // Full redundancy again: any one more storage node may go.
     serves[1].kill();
     m.remount();
