@@ -47,9 +47,7 @@ pub fn tune_input(
     repair_h: f64,
 ) -> crate::placement::tuner::TuneInput {
     use crate::placement::tuner::{NetClass, PeerModel, TuneInput};
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let now = crate::placement::unix_now_ms();
     let mut rtts = Vec::new();
     let mut losses = Vec::new();
     let peers = storage

@@ -54,12 +54,6 @@ impl Prober {
     }
 }
 
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 /// The IP of a multiaddr string (`/ip4/1.2.3.4/tcp/...`).
 fn ip_of(addr: &str) -> Option<std::net::IpAddr> {
     let mut parts = addr.split('/').skip(1);
@@ -130,7 +124,7 @@ impl Worker for Prober {
                     .collect();
                 handles.into_iter().filter_map(|h| h.join().ok()).collect()
             });
-        let now = unix_ms();
+        let now = crate::placement::unix_now_ms();
         for (id, connected, rtt, domain) in results {
             let missed = if !connected || rtt.is_none() {
                 let n = self.misses.entry(id.clone()).or_default();

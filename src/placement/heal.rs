@@ -509,13 +509,7 @@ impl HealQueue {
                 peer: self.peers.number(&mut b, &mut new_peers, &p.peer)?,
             });
         }
-        let release = |b: &mut Batch, p: &Placed, peer: u32| {
-            b.put(
-                Cf::Upload,
-                &queue::drop_key(&p.address, peer),
-                &super::UploadEntry::default().encode(),
-            );
-        };
+        let release = |b: &mut Batch, p: &Placed, peer: u32| queue::release(b, &p.address, peer);
         match table.get(chunk)? {
             Some(mut entry) => {
                 for (p, h) in placed.iter().zip(numbered) {
@@ -620,11 +614,7 @@ impl HealQueue {
             let mut b = Batch::new();
             table.put(&mut b, chunk, &entry.rec);
             if let Some(addr) = entry.manifest.shard_ids.get(usize::from(index)) {
-                b.put(
-                    Cf::Upload,
-                    &queue::drop_key(addr, h.peer),
-                    &super::UploadEntry::default().encode(),
-                );
+                queue::release(&mut b, addr, h.peer);
             }
             self.kv.write(b, true)?;
             true

@@ -33,7 +33,7 @@ pub use transport::{PlaceError, Placed, ShardToPlace, ShardTransport, Spread};
 const MAX_BACKOFF_SECS: u64 = 3600;
 
 /// Unix time in milliseconds.
-fn unix_now_ms() -> u64 {
+pub fn unix_now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -452,13 +452,7 @@ impl UploadQueue {
                 peer: self.peers.number(&mut b, &mut new_peers, &p.peer)?,
             });
         }
-        let release = |b: &mut Batch, p: &Placed, h: &Holder| {
-            b.put(
-                Cf::Upload,
-                &queue::drop_key(&p.address, h.peer),
-                &UploadEntry::default().encode(),
-            );
-        };
+        let release = |b: &mut Batch, p: &Placed, h: &Holder| queue::release(b, &p.address, h.peer);
         match table.get(chunk)? {
             Some(mut entry) => {
                 // A copy that is not one of this encoding's shards (which a

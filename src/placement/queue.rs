@@ -120,6 +120,15 @@ pub fn unqueue_place(b: &mut Batch, id: &ChunkId) {
     b.delete(Cf::Upload, &place_key(id));
 }
 
+/// Queues, in `b`, the release of peer number `peer`'s copy of `shard`.
+pub fn release(b: &mut Batch, shard: &ShardId, peer: u32) {
+    b.put(
+        Cf::Upload,
+        &drop_key(shard, peer),
+        &UploadEntry::default().encode(),
+    );
+}
+
 /// Queues, in `b`, the release of every remote copy named by `rec` (its
 /// chunk is being deleted in the same batch).
 pub fn drops(b: &mut Batch, rec: &ChunkRecord) -> ChunkResult<()> {
@@ -130,11 +139,7 @@ pub fn drops(b: &mut Batch, rec: &ChunkRecord) -> ChunkResult<()> {
         crate::ces::Manifest::decode(&rec.manifest).map_err(|_| ChunkError::Corrupt("manifest"))?;
     for h in &rec.holders {
         if let Some(addr) = manifest.shard_ids.get(usize::from(h.shard)) {
-            b.put(
-                Cf::Upload,
-                &drop_key(addr, h.peer),
-                &UploadEntry::default().encode(),
-            );
+            release(b, addr, h.peer);
         }
     }
     Ok(())

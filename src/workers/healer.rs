@@ -99,7 +99,7 @@ impl HealerWorker {
 
     /// Peers whose copies count as lost now.
     fn lost(&self) -> HashSet<PeerId> {
-        let now = unix_ms();
+        let now = crate::placement::unix_now_ms();
         self.book
             .all()
             .into_iter()
@@ -153,7 +153,9 @@ impl HealerWorker {
     }
 
     fn repair_step(&mut self, stop: &Stop) -> Result<usize, WorkerError> {
-        let due = self.heal.due(unix_ms(), REPAIRS_PER_STEP)?;
+        let due = self
+            .heal
+            .due(crate::placement::unix_now_ms(), REPAIRS_PER_STEP)?;
         let started = Instant::now();
         let moved = AtomicU64::new(0);
         let next = std::sync::atomic::AtomicUsize::new(0);
@@ -235,12 +237,6 @@ impl HealerWorker {
     }
 }
 
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 impl Worker for HealerWorker {
     fn name(&self) -> String {
         "healer".into()
@@ -269,10 +265,9 @@ impl Worker for HealerWorker {
         self.stats
             .queued_now
             .store(self.heal.len()?, Ordering::Relaxed);
-        let oldest = self
-            .heal
-            .oldest_since()?
-            .map_or(0, |since| unix_ms().saturating_sub(since) / 1000);
+        let oldest = self.heal.oldest_since()?.map_or(0, |since| {
+            crate::placement::unix_now_ms().saturating_sub(since) / 1000
+        });
         self.stats
             .oldest_degraded_secs
             .store(oldest, Ordering::Relaxed);
