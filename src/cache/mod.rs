@@ -270,6 +270,22 @@ mod tests {
         assert_eq!((s.buffers_reused, s.buffers_allocated), (0, 1));
         let ptr = held.as_ptr();
         drop(held);
+        // moka drops its own reference to an evicted value through an
+        // epoch-based collector, which other threads (other tests) can
+        // delay: wait until the pool holds the only one.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let free_now = |c: &ChunkCache| {
+            let free = c.pool.free.lock().unwrap_or_else(|p| p.into_inner());
+            free.iter()
+                .any(|b| b.as_ptr() == ptr && Arc::strong_count(b) == 1)
+        };
+        while !free_now(&c) && Instant::now() < deadline {
+            for _ in 0..64 {
+                c.contains(&[7; 32]); // pins the epoch, which lets it advance
+            }
+            c.cache.run_pending_tasks();
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let reused = c.take_buffer(1 << 20);
         assert_eq!(reused.as_ptr(), ptr, "the released buffer was not reused");
         assert_eq!(c.stats().buffers_reused, 1);
@@ -279,16 +295,18 @@ mod tests {
 
     #[test]
     fn reads_extend_the_ttl() {
-        let c = ChunkCache::new(1 << 20, Duration::from_millis(300));
+        // A TTL well above the read interval: a loaded CI machine may stall
+        // this thread for a few hundred milliseconds.
+        let c = ChunkCache::new(1 << 20, Duration::from_millis(1500));
         c.insert([1; 32], Arc::new(vec![1; 10]));
         for _ in 0..6 {
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(Duration::from_millis(400));
             assert!(
                 c.get(&[1; 32]).is_some(),
-                "entry expired although read every 100 ms"
+                "entry expired although read every 400 ms"
             );
         }
-        std::thread::sleep(Duration::from_millis(450));
+        std::thread::sleep(Duration::from_millis(2000));
         assert!(c.get(&[1; 32]).is_none(), "entry outlived its TTL");
     }
 }
