@@ -49,12 +49,25 @@ struct Serve {
     out: PathBuf,
     child: Option<Child>,
     peer: String,
+    /// More arguments for `pangea serve`.
+    extra: Vec<String>,
 }
 
 impl Serve {
     /// Starts a storage node and waits until it listens; panics with its
     /// output if it exits first.
     fn start(dir: &Path, listen: &str, quota: &str, join: Option<&str>) -> Serve {
+        Serve::start_with(dir, listen, quota, join, &[])
+    }
+
+    /// The same, with more arguments.
+    fn start_with(
+        dir: &Path,
+        listen: &str,
+        quota: &str,
+        join: Option<&str>,
+        extra: &[String],
+    ) -> Serve {
         let mut s = Serve {
             dir: dir.to_path_buf(),
             listen: listen.into(),
@@ -62,6 +75,7 @@ impl Serve {
             out: dir.with_extension("out"),
             child: None,
             peer: String::new(),
+            extra: extra.to_vec(),
         };
         s.spawn(join);
         s
@@ -78,6 +92,7 @@ impl Serve {
             .arg(&self.listen)
             .arg("--quota")
             .arg(&self.quota)
+            .args(&self.extra)
             .env("PANGEA_LOG", "info")
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("fd"))
@@ -460,6 +475,147 @@ fn a_peer_whose_packets_are_dropped_costs_a_read_at_most_the_deadline() {
 }
 
 #[test]
+fn reads_and_placement_follow_each_peers_delay_and_loss() {
+    // Five storage nodes on one machine: two near, one 30 ms and one
+    // 150 ms away, one losing 15% of the TCP segments it receives (a
+    // transport wrapper of our own: `--simulate-delay`, `--simulate-loss`;
+    // see `src/net/impair.rs`).
+    // Chunks are 2+2, so placement picks four of the five for each chunk
+    // and a read needs two.
+    let mut m = Mount::unstarted(None);
+    m.args.extend(
+        [
+            "--listen",
+            &addr(13, 1),
+            "--op-timeout",
+            &OP_TIMEOUT.to_string(),
+            "--k",
+            "2",
+            "--m",
+            "2",
+        ]
+        .map(String::from),
+    );
+    m.start();
+    let token = invite(&m.data, 5, "1h");
+    let delays = [0u64, 0, 30, 150, 0];
+    let serves: Vec<Serve> = delays
+        .iter()
+        .enumerate()
+        .map(|(i, &d)| {
+            let extra = match (i, d) {
+                (4, _) => vec!["--simulate-loss".to_owned(), "0.15".to_owned()],
+                (_, 0) => Vec::new(),
+                (_, d) => vec!["--simulate-delay".to_owned(), d.to_string()],
+            };
+            Serve::start_with(
+                &m.scratch.join(format!("serve{i}")),
+                &addr(13, 10 + i as u8),
+                "2G",
+                Some(&token),
+                &extra,
+            )
+        })
+        .collect();
+    // Enough probes (every 2 s) for the smoothed RTTs and the loss rate.
+    let peer = |s: &Value, id: &str| -> Value {
+        s["peers"]
+            .as_array()
+            .and_then(|p| p.iter().find(|p| p["id"] == id).cloned())
+            .unwrap_or(Value::Null)
+    };
+    wait_for("every peer probed", Duration::from_secs(60), || {
+        let s = status(&m.data);
+        serves
+            .iter()
+            .all(|v| peer(&s, &v.peer)["srtt_ms"].as_f64().is_some())
+    });
+    std::thread::sleep(Duration::from_secs(16));
+    wait_for(
+        "a loss seen on the lossy peer",
+        Duration::from_secs(90),
+        || {
+            peer(&status(&m.data), &serves[4].peer)["loss"]
+                .as_f64()
+                .is_some_and(|l| l > 0.0)
+        },
+    );
+    let s = status(&m.data);
+    let field = |i: usize, f: &str| peer(&s, &serves[i].peer)[f].as_f64().unwrap_or(f64::NAN);
+    for (i, d) in delays.iter().enumerate() {
+        eprintln!(
+            "peer {i} (+{d} ms{}): srtt {:.1} ms, jitter {:.1} ms, loss {:.2}, score {:.2}",
+            if i == 4 { ", 15% loss" } else { "" },
+            field(i, "srtt_ms"),
+            field(i, "jitter_ms"),
+            field(i, "loss"),
+            field(i, "score"),
+        );
+    }
+    // The smoothed RTTs follow the delays, and the scores the thresholds:
+    // < 10 ms 1.0, < 50 ms 0.8, < 200 ms 0.4.
+    assert!(
+        field(0, "srtt_ms") < 10.0 && field(1, "srtt_ms") < 10.0,
+        "{s}"
+    );
+    assert!((30.0..50.0).contains(&field(2, "srtt_ms")), "{s}");
+    assert!((150.0..200.0).contains(&field(3, "srtt_ms")), "{s}");
+    assert!(field(0, "score") > field(2, "score"), "{s}");
+    assert!(field(2, "score") > field(3, "score"), "{s}");
+    assert!(
+        field(4, "score") < field(0, "score") && field(4, "loss") > 0.0,
+        "the lossy peer scores as well as a clean one: {s}"
+    );
+    // Placement: best peers first, so the worst peer gets the fewest shards.
+    let (mut rng, _) = Rng::from_env("PANGEA_TEST_SEED");
+    mixed_tree(&m.scratch.join("src"), &mut rng, 4 << 20);
+    m.sh_ok("cp -a \"$S/src\" \"$M/src\" && find \"$M/src\" -type f -exec sync {} +");
+    wait_placed(&m.data, Duration::from_secs(180));
+    let held = |i: usize| {
+        status(&serves[i].dir)["held"]["shards"]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    let placed: Vec<u64> = (0..5).map(held).collect();
+    eprintln!("shards held: {placed:?}");
+    let chunks = placed.iter().sum::<u64>() / 4;
+    // Four of five peers take a shard of each chunk, best first: the two
+    // near ones and the 30 ms one (nearly) every chunk. The fourth shard
+    // goes to the lossy peer (0.95 x (1 - loss)) when its put gets through
+    // in time, else to the far one (0.38): the far one only ever takes
+    // what the lossy one could not.
+    for i in 0..3 {
+        assert!(placed[i] * 10 >= chunks * 9, "peer {i}: {placed:?}");
+    }
+    assert!(
+        (placed[3] + placed[4]) * 20 <= chunks * 21,
+        "the far and the lossy peer share one shard per chunk: {placed:?}"
+    );
+    // Reads: nearest first. Every read goes to the peers (no local
+    // copies), and the two near ones serve most of the shards.
+    let gets_before: Vec<u64> = (0..5)
+        .map(|i| status(&serves[i].dir)["held"]["gets"].as_u64().unwrap_or(0))
+        .collect();
+    empty_local_copies(&mut m);
+    same_tree(&m, "read from peers at different distances");
+    let gets: Vec<u64> = (0..5)
+        .map(|i| status(&serves[i].dir)["held"]["gets"].as_u64().unwrap_or(0) - gets_before[i])
+        .collect();
+    eprintln!("shards served: {gets:?}");
+    let total: u64 = gets.iter().sum();
+    // (Small chunks live inline in the index, placed on peers but read
+    // here: only the others are fetched.)
+    assert!(total >= chunks, "{gets:?} for {chunks} chunks");
+    let near = gets[0] + gets[1];
+    assert!(
+        near * 10 >= total * 8,
+        "the near peers served {near} of {total}: {gets:?}"
+    );
+    assert!(gets[3] * 10 <= total, "the far peer served {gets:?}");
+    drop(serves);
+}
+
+#[test]
 fn a_mount_restarted_with_a_backlog_finishes_its_uploads() {
     let (mut m, mut serves) = cluster(3, 2, addr, &[]);
     for s in &mut serves {
@@ -807,7 +963,7 @@ fn the_scrubber_finds_rot_on_a_peer_and_here_and_the_healer_repairs_it() {
         addr,
         &["--scrub-period", "4s", "--scrub-challenges", "500"],
     );
-    mixed_tree(&m.scratch.join("src"), &mut rng, 6 << 20);
+    mixed_tree(&m.scratch.join("src"), &mut rng, 4 << 20);
     m.sh_ok("cp -a \"$S/src\" \"$M/src\" && find \"$M/src\" -type f -exec sync {} +");
     wait_placed(&m.data, Duration::from_secs(60));
     // A shard rots on a storage node's disk (its owner's proof fails),

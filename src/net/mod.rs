@@ -31,6 +31,8 @@ mod gate;
 pub mod guard;
 #[cfg(feature = "net")]
 pub mod held;
+/// A simulated slow link (tests and benchmarks).
+pub mod impair;
 #[cfg(feature = "net")]
 pub mod member;
 #[cfg(feature = "net")]

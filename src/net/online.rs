@@ -48,6 +48,8 @@ pub struct NetSetup {
     pub mdns: bool,
     /// This node's failure domain, announced to the others (`--zone`).
     pub zone: Option<String>,
+    /// A simulated slow link (tests and benchmarks; `--simulate-delay`).
+    pub impair: Option<crate::net::impair::Impairment>,
 }
 
 impl NetSetup {
@@ -61,6 +63,7 @@ impl NetSetup {
             guard: GuardConfig::default(),
             mdns: false,
             zone: None,
+            impair: None,
         }
     }
 }
@@ -321,6 +324,7 @@ pub fn bring_up(
     cfg.guard = setup.guard.clone();
     cfg.mdns = setup.mdns;
     cfg.zone = setup.zone.clone();
+    cfg.impair = setup.impair;
     let network = Network::start(cfg, members.clone(), service)?;
     if members.is_admin() {
         let addrs = dialable(network.client().listeners()?);

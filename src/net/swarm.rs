@@ -108,6 +108,9 @@ pub struct NetConfig {
     /// The failure domain this node announces (`--zone`), sent in
     /// identify's agent version as `zone=NAME`.
     pub zone: Option<String>,
+    /// A simulated slow link on every TCP connection (`--simulate-delay`;
+    /// tests and benchmarks). QUIC is off while it is set.
+    pub impair: Option<crate::net::impair::Impairment>,
 }
 
 impl NetConfig {
@@ -120,6 +123,7 @@ impl NetConfig {
             join_window: Duration::from_secs(10),
             mdns: false,
             zone: None,
+            impair: None,
         }
     }
 }
@@ -364,44 +368,70 @@ fn build_swarm(
     } else {
         None
     };
-    let swarm = libp2p::SwarmBuilder::with_existing_identity(cfg.keypair.clone())
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .map_err(|e| transport(&e))?
-        .with_quic()
-        .with_behaviour(|key| Behaviour {
-            gate: Gate { guard, members },
-            limits: connection_limits::Behaviour::new(limits),
-            shard: request_response::Behaviour::new(
-                [(StreamProtocol::new(PROTOCOL), ProtocolSupport::Full)],
-                request_response::Config::default()
-                    .with_request_timeout(timeout)
-                    .with_max_concurrent_streams(MAX_STREAMS),
+    let behaviour = |key: &identity::Keypair| Behaviour {
+        gate: Gate { guard, members },
+        limits: connection_limits::Behaviour::new(limits),
+        shard: request_response::Behaviour::new(
+            [(StreamProtocol::new(PROTOCOL), ProtocolSupport::Full)],
+            request_response::Config::default()
+                .with_request_timeout(timeout)
+                .with_max_concurrent_streams(MAX_STREAMS),
+        ),
+        member: request_response::Behaviour::new(
+            [(StreamProtocol::new(MEMBER_PROTOCOL), ProtocolSupport::Full)],
+            request_response::Config::default()
+                .with_request_timeout(Duration::from_secs(10))
+                .with_max_concurrent_streams(8),
+        ),
+        identify: identify::Behaviour::new(
+            identify::Config::new("/pangea/id/1".into(), key.public()).with_agent_version(
+                match &cfg.zone {
+                    Some(z) => format!("pangea/{} zone={z}", env!("CARGO_PKG_VERSION")),
+                    None => format!("pangea/{}", env!("CARGO_PKG_VERSION")),
+                },
             ),
-            member: request_response::Behaviour::new(
-                [(StreamProtocol::new(MEMBER_PROTOCOL), ProtocolSupport::Full)],
-                request_response::Config::default()
-                    .with_request_timeout(Duration::from_secs(10))
-                    .with_max_concurrent_streams(8),
-            ),
-            identify: identify::Behaviour::new(
-                identify::Config::new("/pangea/id/1".into(), key.public()).with_agent_version(
-                    match &cfg.zone {
-                        Some(z) => format!("pangea/{} zone={z}", env!("CARGO_PKG_VERSION")),
-                        None => format!("pangea/{}", env!("CARGO_PKG_VERSION")),
-                    },
-                ),
-            ),
-            ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(5))),
-            mdns: mdns.into(),
-        })
-        .map_err(|e| transport(&e))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(cfg.idle_timeout))
-        .build();
+        ),
+        ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(5))),
+        mdns: mdns.into(),
+    };
+    // Requests open a stream each: the dialer names its one protocol and
+    // sends at once (no round trip for the negotiation), so a request
+    // costs one round trip, not two. Every member speaks every protocol.
+    let swarm_config = |c: libp2p::swarm::Config| {
+        c.with_idle_connection_timeout(cfg.idle_timeout)
+            .with_substream_upgrade_protocol_override(libp2p::core::upgrade::Version::V1Lazy)
+    };
+    let builder = libp2p::SwarmBuilder::with_existing_identity(cfg.keypair.clone()).with_tokio();
+    let swarm = match cfg.impair {
+        None => builder
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .map_err(|e| transport(&e))?
+            .with_quic()
+            .with_behaviour(behaviour)
+            .map_err(|e| transport(&e))?
+            .with_swarm_config(swarm_config)
+            .build(),
+        Some(impairment) => builder
+            .with_other_transport(|key| {
+                use libp2p::core::Transport as _;
+                Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
+                    tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+                        .map(move |s, _| crate::net::impair::Delayed::new(s, impairment))
+                        .upgrade(libp2p::core::upgrade::Version::V1)
+                        .authenticate(noise::Config::new(key)?)
+                        .multiplex(yamux::Config::default()),
+                )
+            })
+            .map_err(|e| transport(&e))?
+            .with_behaviour(behaviour)
+            .map_err(|e| transport(&e))?
+            .with_swarm_config(swarm_config)
+            .build(),
+    };
     Ok(swarm)
 }
 

@@ -36,6 +36,12 @@ const BOOK: u8 = b'b';
 const RECORD_VERSION: u8 = 1;
 /// Weight of a new probe in the loss average.
 const LOSS_ALPHA: f64 = 0.1;
+/// An answer this much later than twice the smoothed RTT was lost on the
+/// way and retransmitted (TCP's first retransmission waits at least
+/// 200 ms): it counts as a loss, and (Karn's rule) its round trip does not
+/// feed the RTT, unless the answer before it was late too (the path
+/// really got slower).
+const RETRANSMIT_MS: f64 = 150.0;
 /// Weight of a new transfer in the bandwidth average.
 const BW_ALPHA: f64 = 0.2;
 /// Prior of the availability estimate: `PRIOR_UP` up in `PRIOR_PROBES`.
@@ -54,7 +60,8 @@ pub struct PeerRecord {
     pub srtt_ms: f64,
     /// Its mean deviation (jitter), ms.
     pub rttvar_ms: f64,
-    /// Weighted share of probes to a connected peer that were lost.
+    /// Weighted share of probes to a connected peer that were lost: not
+    /// answered in time, or answered so late that a retransmission shows.
     pub loss: f64,
     /// Probes that found the peer up, and all probes.
     pub up_probes: u64,
@@ -72,6 +79,9 @@ pub struct PeerRecord {
     pub long_downs: u64,
     /// The current down period was counted in `long_downs`.
     pub down_counted: bool,
+    /// The last answer was late (see `RETRANSMIT_MS`; not persisted).
+    #[serde(skip)]
+    pub last_late: bool,
 }
 
 impl PeerRecord {
@@ -118,8 +128,14 @@ pub fn proximity(rtt_ms: f64) -> f64 {
     }
 }
 
-/// The failure domain of an address: its /24 (IPv4) or /56 (IPv6).
+/// The failure domain of an address: its /24 (IPv4) or /56 (IPv6); every
+/// loopback address is one domain, this host.
 pub fn domain_of(ip: IpAddr) -> String {
+    // Every loopback address is this very host: one domain, whichever
+    // of 127.0.0.0/8 a peer listens on or connects from.
+    if ip.is_loopback() {
+        return "this host (loopback)".into();
+    }
     match ip {
         IpAddr::V4(v4) => {
             let [a, b, c, _] = v4.octets();
@@ -251,14 +267,17 @@ impl PeerBook {
             r.down_counted = false;
             match outcome {
                 Probe::Answered(s) => {
-                    if r.srtt_ms <= 0.0 {
+                    let late = r.srtt_ms > 0.0 && s > 2.0 * r.srtt_ms + RETRANSMIT_MS;
+                    let sample = !late || r.last_late;
+                    r.last_late = late;
+                    if sample && r.srtt_ms <= 0.0 {
                         r.srtt_ms = s.max(0.001);
                         r.rttvar_ms = s / 2.0;
-                    } else {
+                    } else if sample {
                         r.rttvar_ms += ((s - r.srtt_ms).abs() - r.rttvar_ms) / 4.0;
                         r.srtt_ms += (s - r.srtt_ms) / 8.0;
                     }
-                    r.loss *= 1.0 - LOSS_ALPHA;
+                    r.loss = r.loss * (1.0 - LOSS_ALPHA) + if late { LOSS_ALPHA } else { 0.0 };
                 }
                 Probe::Lost => r.loss = r.loss * (1.0 - LOSS_ALPHA) + LOSS_ALPHA,
                 Probe::NotSent => {}
@@ -413,7 +432,16 @@ mod tests {
             b.probe(&p(2), true, lossy, i);
             b.probe(&p(3), i % 4 != 0, Probe::Answered(2.0), i);
         }
+        // Answers a retransmission late (TCP's loss, seen from above).
+        for i in 0..40 {
+            let late = if i % 4 == 3 { 210.0 } else { 2.0 };
+            b.probe(&p(4), true, Probe::Answered(late), i);
+        }
+        let r4 = b.get(&p(4)).expect("record");
+        assert!(r4.loss > 0.15, "late answers are losses: {}", r4.loss);
+        assert!(r4.srtt_ms < 10.0, "Karn: late answers are no RTT samples");
         let (s1, s2, s3) = (b.score(&p(1)), b.score(&p(2)), b.score(&p(3)));
+        assert!(b.score(&p(4)) < s1 * 0.9, "{} vs {s1}", b.score(&p(4)));
         assert!(s1 > 0.95, "{s1}");
         assert!(s2 < s1 * 0.7, "lossy {s2} vs {s1}");
         assert!(s3 < s1 * 0.9, "often down {s3} vs {s1}");
@@ -439,6 +467,16 @@ mod tests {
     #[test]
     fn domains_are_subnets() {
         assert_eq!(domain_of("10.1.2.3".parse().unwrap()), "10.1.2.0/24");
+        // A peer on this host connects from 127.0.0.1 and listens on any
+        // of 127/8: one domain.
+        assert_eq!(
+            domain_of("127.77.13.14".parse().unwrap()),
+            domain_of("127.0.0.1".parse().unwrap())
+        );
+        assert_eq!(
+            domain_of("::1".parse().unwrap()),
+            domain_of("::ffff:127.0.0.1".parse().unwrap())
+        );
         assert_eq!(
             domain_of("10.1.2.3".parse().unwrap()),
             domain_of("10.1.2.200".parse().unwrap())

@@ -3,18 +3,10 @@
 use std::path::PathBuf;
 
 use nix::sys::signal::{SigSet, Signal};
-use pangea::net::member::Role;
 use pangea::net::online::NetSetup;
 use pangea::node::serve::{ServeConfig, StorageNode};
 
-pub fn run(
-    dir: PathBuf,
-    join: Option<String>,
-    listen: Vec<String>,
-    quota: u64,
-    name: Option<String>,
-    mdns: bool,
-) -> anyhow::Result<()> {
+pub fn run(dir: PathBuf, quota: u64, net: NetSetup) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PANGEA_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
@@ -27,15 +19,6 @@ pub fn run(
     sigs.add(Signal::SIGINT);
     sigs.add(Signal::SIGTERM);
     sigs.thread_block()?;
-    let mut net = NetSetup::new(Role::Serve);
-    net.join = join;
-    net.mdns = mdns;
-    if !listen.is_empty() {
-        net.listen = listen;
-    }
-    if let Some(n) = name {
-        net.name = n;
-    }
     let node = StorageNode::open(ServeConfig {
         data_dir: dir,
         quota,
