@@ -313,3 +313,72 @@ mod parse_tests {
         assert!(parse_size("99999999999T").is_err());
     }
 }
+
+/// A recovery kit's passphrase: $PANGEA_KIT_PASSPHRASE, else a line read
+/// from the terminal (asked twice when `confirm`, for a new kit).
+pub fn kit_passphrase(confirm: bool) -> Result<zeroize::Zeroizing<String>, String> {
+    if let Ok(p) = std::env::var("PANGEA_KIT_PASSPHRASE") {
+        return Ok(zeroize::Zeroizing::new(p));
+    }
+    let ask = |prompt: &str| -> Result<zeroize::Zeroizing<String>, String> {
+        use std::io::{BufRead, Write};
+        let tty = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/tty")
+            .map_err(|_| {
+                "the kit is sealed: set PANGEA_KIT_PASSPHRASE (no terminal to ask on)".to_string()
+            })?;
+        let mut w = &tty;
+        let _ = write!(w, "{prompt}");
+        let _ = w.flush();
+        // Not echoed.
+        use nix::sys::termios::{LocalFlags, SetArg, tcgetattr, tcsetattr};
+        let old = tcgetattr(&tty).ok();
+        if let Some(o) = &old {
+            let mut t = o.clone();
+            t.local_flags.remove(LocalFlags::ECHO);
+            let _ = tcsetattr(&tty, SetArg::TCSANOW, &t);
+        }
+        let mut line = zeroize::Zeroizing::new(String::new());
+        let read = std::io::BufReader::new(&tty).read_line(&mut line);
+        if let Some(o) = &old {
+            let _ = tcsetattr(&tty, SetArg::TCSANOW, o);
+        }
+        let _ = writeln!(w);
+        read.map_err(|e| format!("reading the passphrase: {e}"))?;
+        let trimmed = zeroize::Zeroizing::new(line.trim_end_matches(['\n', '\r']).to_string());
+        Ok(trimmed)
+    };
+    let p = ask("kit passphrase: ")?;
+    if confirm && *ask("again: ")? != *p {
+        return Err("the passphrases differ".into());
+    }
+    if p.is_empty() {
+        return Err("an empty passphrase".into());
+    }
+    Ok(p)
+}
+
+/// Reads a recovery kit (a file, or - for standard input), with its
+/// passphrase when it is sealed ([`kit_passphrase`]).
+pub fn read_kit(path: &Path) -> Result<pangea::node::kit::KitContents, String> {
+    use pangea::node::kit::KitContents;
+    use std::io::Read;
+    let text = if path.as_os_str() == "-" {
+        let mut t = String::new();
+        std::io::stdin()
+            .read_to_string(&mut t)
+            .map_err(|e| format!("reading the kit: {e}"))?;
+        t
+    } else {
+        std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?
+    };
+    let pass = if KitContents::is_sealed(&text) {
+        Some(kit_passphrase(false)?)
+    } else {
+        None
+    };
+    KitContents::from_text(&text, pass.as_deref().map(|p| p.as_str()))
+        .map_err(|e| format!("the kit: {e}"))
+}

@@ -1101,3 +1101,220 @@ fn the_metrics_endpoint_is_scraped_and_parsed_and_stat_names_every_holder() {
     assert!(out.starts_with("HTTP/1.1 404"), "{out}");
     drop(serves);
 }
+
+/// A canonical description of the tree under `root`: per path its type,
+/// mode, size, mtime, content hash or link target, user xattrs, and which
+/// paths are hard links of one another.
+fn tree_manifest(root: &Path) -> Vec<String> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    let mut inodes: std::collections::BTreeMap<u64, Vec<String>> = Default::default();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let md = fs::symlink_metadata(&p).expect("lstat");
+        let rel = p
+            .strip_prefix(root)
+            .expect("under root")
+            .display()
+            .to_string();
+        let kind = md.file_type();
+        let what = if kind.is_symlink() {
+            format!("link -> {}", fs::read_link(&p).expect("readlink").display())
+        } else if kind.is_dir() {
+            for e in fs::read_dir(&p).expect("readdir").flatten() {
+                stack.push(e.path());
+            }
+            "dir".to_owned()
+        } else {
+            let bytes = fs::read(&p).expect("read");
+            if md.nlink() > 1 {
+                inodes.entry(md.ino()).or_default().push(rel.clone());
+            }
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            bytes.hash(&mut h);
+            format!("file {} {:016x}", bytes.len(), h.finish())
+        };
+        // User xattrs (not the filesystem's own user.pangea.* views).
+        let c = std::ffi::CString::new(p.as_os_str().as_bytes()).expect("path");
+        let mut names = vec![0u8; 4096];
+        // SAFETY: the buffer is valid for its length; the path is a C string.
+        let n = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+        let mut xattrs = Vec::new();
+        if n > 0 {
+            for name in names[..n as usize]
+                .split(|b| *b == 0)
+                .filter(|n| !n.is_empty())
+            {
+                if !name.starts_with(b"user.") || name.starts_with(b"user.pangea.") {
+                    continue;
+                }
+                let cn = std::ffi::CString::new(name).expect("name");
+                let mut v = vec![0u8; 65536];
+                // SAFETY: as above.
+                let len = unsafe {
+                    libc::lgetxattr(c.as_ptr(), cn.as_ptr(), v.as_mut_ptr().cast(), v.len())
+                };
+                v.truncate(usize::try_from(len).unwrap_or(0));
+                xattrs.push(format!(
+                    "{}={}",
+                    String::from_utf8_lossy(name),
+                    String::from_utf8_lossy(&v)
+                ));
+            }
+        }
+        xattrs.sort();
+        let mtime = if kind.is_symlink() {
+            0
+        } else {
+            md.mtime() * 1_000_000_000 + md.mtime_nsec()
+        };
+        out.push(format!(
+            "{rel}: {what} mode {:o} mtime {mtime} xattrs {xattrs:?}",
+            md.mode()
+        ));
+    }
+    for (_, mut paths) in inodes {
+        paths.sort();
+        out.push(format!("hard links: {paths:?}"));
+    }
+    out.sort();
+    out
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[test]
+fn a_lost_laptop_is_recovered_from_its_kit_with_a_storage_node_down() {
+    let (mut m, mut serves) = cluster(14, 4, addr, &["--backup-every", "2s"]);
+    let (mut rng, _) = Rng::from_env("PANGEA_TEST_SEED");
+    mixed_tree(&m.scratch.join("src"), &mut rng, 6 << 20);
+    m.sh_ok(concat!(
+        "cd \"$S/src\" && ln small/f00001 hard1 && ln small/f00001 small/hard2 && ",
+        "ln -s small/f00002 sym1 && ln -s /nowhere dangling && mkdir -p d/e/f && ",
+        "setfattr -n user.color -v blue log.txt && setfattr -n user.empty d/e && ",
+        "chmod 0640 small/f00003 && chmod 0750 d && touch -d '2001-02-03 04:05:06' random0.bin"
+    ));
+    m.sh_ok("cp -a \"$S/src\" \"$M/src\" && find \"$M/src\" -type f -exec sync {} +");
+    let want = tree_manifest(&m.mnt.join("src"));
+    assert!(want.len() > 40, "{}", want.len());
+    wait_placed(&m.data, Duration::from_secs(120));
+    // The backup is current: a generation taken after everything placed.
+    let placed_at = now_ms();
+    wait_for(
+        "a backup taken after the tree was placed",
+        Duration::from_secs(60),
+        || {
+            status(&m.data)["backup"]["taken_ms"]
+                .as_u64()
+                .is_some_and(|t| t > placed_at)
+        },
+    );
+    let s = status(&m.data);
+    eprintln!("backup: {}", s["backup"]);
+    let d = m.data.to_str().expect("utf-8").to_owned();
+    let kit = cli_ok(&["key", "export", "--data-dir", &d]);
+    assert!(kit.starts_with("pangea recovery kit v1 plain"), "{kit}");
+    eprintln!("the kit ({} lines):\n{kit}", kit.lines().count());
+    let kit_file = m.scratch.join("kit.txt");
+    fs::write(&kit_file, &kit).expect("kit");
+    let sealed = Command::new(PANGEA)
+        .args(["key", "export", "--passphrase", "--data-dir", &d])
+        .env("PANGEA_KIT_PASSPHRASE", "correct horse battery staple")
+        .output()
+        .expect("pangea key export");
+    assert!(
+        sealed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sealed.stderr)
+    );
+    assert!(String::from_utf8_lossy(&sealed.stderr).contains("whoever holds"));
+    let sealed_file = m.scratch.join("kit-sealed.txt");
+    fs::write(&sealed_file, &sealed.stdout).expect("kit");
+    // The laptop is lost: its daemon dies and its data dir is gone. (A
+    // copy is kept aside: the old device comes back at the end.)
+    m.crash();
+    let old_data = m.scratch.join("old-data");
+    m.sh_ok(&format!("cp -a \"{d}\" \"{}\"", old_data.display()));
+    fs::remove_dir_all(&m.data).expect("remove the data dir");
+    // And one storage node is down (m - 1 of a 2+2 network).
+    serves[3].kill();
+    // A kit is checked without touching anything.
+    let kf = kit_file.to_str().expect("utf-8");
+    let dry = cli_ok(&["recover", "--dry-run", "--json", kf]);
+    let dry: Value = serde_json::from_str(&dry).expect("json");
+    assert!(dry["generation"].as_u64() > Some(0), "{dry}");
+    // A typo on line 2 is found on line 2; a wrong passphrase is refused.
+    let mut lines: Vec<String> = kit.lines().map(String::from).collect();
+    let typo = if lines[2].as_bytes()[3] == b'A' {
+        "B"
+    } else {
+        "A"
+    };
+    lines[2].replace_range(3..4, typo);
+    let bad = m.scratch.join("kit-typo.txt");
+    fs::write(&bad, lines.join("\n")).expect("kit");
+    let o = cli(&["recover", "--dry-run", bad.to_str().expect("utf-8")]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("line 2"), "{err}");
+    let o = Command::new(PANGEA)
+        .args(["recover", "--dry-run", sealed_file.to_str().expect("utf-8")])
+        .env("PANGEA_KIT_PASSPHRASE", "wrong horse")
+        .output()
+        .expect("pangea recover");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("passphrase"), "{err}");
+    // A new machine: a new data dir, the kit (the sealed one), one command.
+    let mut n = Mount::unstarted(None);
+    n.args.extend(
+        [
+            "--listen",
+            &addr(14, 2),
+            "--op-timeout",
+            &OP_TIMEOUT.to_string(),
+            "--recover",
+            sealed_file.to_str().expect("utf-8"),
+        ]
+        .map(String::from),
+    );
+    // (the passphrase comes from the environment of the test process)
+    // SAFETY: tests of this binary that read it run after this point only.
+    unsafe { std::env::set_var("PANGEA_KIT_PASSPHRASE", "correct horse battery staple") };
+    let t = Instant::now();
+    n.start();
+    eprintln!("recovered and mounted in {:?}", t.elapsed());
+    let got = tree_manifest(&n.mnt.join("src"));
+    if got != want {
+        let missing: Vec<_> = want.iter().filter(|l| !got.contains(l)).take(10).collect();
+        let extra: Vec<_> = got.iter().filter(|l| !want.contains(l)).take(10).collect();
+        panic!("the recovered tree differs:\n missing {missing:#?}\n extra {extra:#?}");
+    }
+    // The lost device is off the network; the new one is its admin.
+    let s = status(&n.data);
+    let old_id = s["network"]["identity"]["peer_id"].clone();
+    assert_eq!(s["network"]["identity"]["admin"], Value::Bool(true), "{s}");
+    assert_eq!(
+        s["peers"]
+            .as_array()
+            .map(|p| p.iter().filter(|p| p["role"] == "mount").count()),
+        Some(0),
+        "the lost device is still a member: {s}"
+    );
+    drop(old_id);
+    // The new device writes, and backs its index up in turn.
+    n.sh_ok("echo after > \"$M/src/after\" && sync \"$M/src/after\"");
+    let gen0 = status(&n.data)["backup"]["generation"]
+        .as_u64()
+        .unwrap_or(0);
+    wait_for(
+        "the recovered device backs up",
+        Duration::from_secs(60),
+        || status(&n.data)["backup"]["generation"].as_u64() > Some(gen0),
+    );
+    drop(serves);
+}

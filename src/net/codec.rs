@@ -169,6 +169,25 @@ pub enum MemberRequest {
     },
     /// Here is my roster; send yours if it is newer.
     Sync { roster: SignedRoster },
+    /// A recovering device (a stranger holding the owner's recovery kit)
+    /// asks for the current roster, proving it holds the admin key: the
+    /// admin's signature over [`recover_message`] for its own peer id at
+    /// `time_ms` (within ten minutes of the answerer's clock).
+    Recover {
+        time_ms: u64,
+        signature: Vec<u8>,
+        /// The owner's backup-root slot: its root is sent back too.
+        slot: [u8; 32],
+    },
+}
+
+/// What the admin key signs to ask for the roster as `asker` at `time_ms`.
+pub fn recover_message(network: &[u8; 16], asker: &libp2p::PeerId, time_ms: u64) -> Vec<u8> {
+    let mut m = b"pangea recover v1\0".to_vec();
+    m.extend_from_slice(network);
+    m.extend_from_slice(&asker.to_bytes());
+    m.extend_from_slice(&time_ms.to_le_bytes());
+    m
 }
 
 /// Why a join was refused.
@@ -225,4 +244,10 @@ pub enum MemberResponse {
     Roster { newer: Option<SignedRoster> },
     /// Not admitted.
     Refused(JoinRefusal),
+    /// The answer to a recovery's proof: the current roster, and the
+    /// backup root this node keeps in the slot asked for (seq, blob).
+    Recovered {
+        roster: SignedRoster,
+        root: Option<(u64, Vec<u8>)>,
+    },
 }

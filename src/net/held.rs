@@ -5,7 +5,12 @@
 //! * `o ‖ owner length ‖ owner ‖ address → size`: the shards a member
 //!   stored (what `list` pages through, and what `delete` may remove);
 //! * `a ‖ address ‖ owner → ()`: who holds a reference to a shard file
-//!   (the file goes with its last owner).
+//!   (the file goes with its last owner);
+//! * `r ‖ slot → seq (8, LE) ‖ blob`: an owner's newest index-backup root
+//!   (ciphertext, at most 64 KiB; a put with an older or equal `seq` is
+//!   refused as `BadAddress`). Any member may put and get one: the blob
+//!   is sealed under the owner's key, and a recovering device takes the
+//!   newest one that opens among all the nodes' answers.
 //!
 //! A put is checked against its address and the quota, and its file is
 //! durable (written, synced, renamed, the directory synced) before it is
@@ -30,6 +35,7 @@ use crate::store::{Batch, Cf, ChunkStore, Kv, StoreError};
 
 const BY_OWNER: u8 = b'o';
 const BY_ADDRESS: u8 = b'a';
+const ROOT: u8 = b'r';
 
 /// Counters of a storage node.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -323,8 +329,46 @@ impl HeldStore {
                 },
                 other => other,
             }),
+            Request::PutRoot { slot, seq, blob } => self.put_root(&slot, seq, &blob),
+            Request::GetRoot { slot } => self.get_root(&slot),
         }
     }
+
+    fn put_root(&self, slot: &[u8; 32], seq: u64, blob: &[u8]) -> Result<Response, StoreError> {
+        let key = root_key(slot);
+        // One writer at a time: the check and the write are one step.
+        let _w = self.writes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = self.kv.get(Cf::Held, &key)?
+            && old.len() >= 8
+            && u64::from_le_bytes(old[..8].try_into().unwrap_or([0; 8])) >= seq
+        {
+            return Ok(Response::Refused(Refusal::BadAddress));
+        }
+        let mut v = Vec::with_capacity(8 + blob.len());
+        v.extend_from_slice(&seq.to_le_bytes());
+        v.extend_from_slice(blob);
+        let mut b = Batch::new();
+        b.put(Cf::Held, &key, &v);
+        self.kv.write(b, true)?;
+        Ok(Response::Stored)
+    }
+
+    fn get_root(&self, slot: &[u8; 32]) -> Result<Response, StoreError> {
+        Ok(match self.kv.get(Cf::Held, &root_key(slot))? {
+            Some(v) if v.len() >= 8 => Response::Root {
+                seq: u64::from_le_bytes(v[..8].try_into().unwrap_or([0; 8])),
+                blob: v[8..].to_vec(),
+            },
+            _ => Response::Refused(Refusal::NotFound),
+        })
+    }
+}
+
+fn root_key(slot: &[u8; 32]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(33);
+    k.push(ROOT);
+    k.extend_from_slice(slot);
+    k
 }
 
 impl ShardService for HeldStore {
@@ -354,6 +398,56 @@ mod tests {
     fn shard(i: u8, len: usize) -> (ShardId, Vec<u8>) {
         let b = vec![i; len];
         (ShardId::of(&b), b)
+    }
+
+    #[test]
+    fn a_backup_root_is_kept_only_when_newer_and_survives_a_reopen() {
+        let d = tempfile::tempdir().unwrap();
+        let open = || {
+            let kv = crate::store::RocksKv::open(&d.path().join("index")).unwrap();
+            let files = ChunkFiles::open(&d.path().join("held")).unwrap();
+            HeldStore::open(Arc::new(kv), Arc::new(files), 1 << 20).unwrap()
+        };
+        let s = open();
+        let a = PeerId::random();
+        let slot = [7u8; 32];
+        let get = |s: &HeldStore| s.serve(&a, Request::GetRoot { slot });
+        assert_eq!(get(&s), Response::Refused(Refusal::NotFound));
+        let put = |s: &HeldStore, seq, blob: &[u8]| {
+            s.serve(
+                &a,
+                Request::PutRoot {
+                    slot,
+                    seq,
+                    blob: blob.to_vec(),
+                },
+            )
+        };
+        assert_eq!(put(&s, 5, b"five"), Response::Stored);
+        assert_eq!(put(&s, 5, b"again"), Response::Refused(Refusal::BadAddress));
+        assert_eq!(put(&s, 4, b"older"), Response::Refused(Refusal::BadAddress));
+        assert_eq!(
+            get(&s),
+            Response::Root {
+                seq: 5,
+                blob: b"five".to_vec()
+            }
+        );
+        assert_eq!(put(&s, 9, b"nine"), Response::Stored);
+        // Another slot is another owner's.
+        assert_eq!(
+            s.serve(&a, Request::GetRoot { slot: [8; 32] }),
+            Response::Refused(Refusal::NotFound)
+        );
+        drop(s);
+        let s = open();
+        assert_eq!(
+            get(&s),
+            Response::Root {
+                seq: 9,
+                blob: b"nine".to_vec()
+            }
+        );
     }
 
     #[test]

@@ -39,6 +39,8 @@ pub mod member;
 pub mod online;
 #[cfg(feature = "net")]
 pub mod remote;
+/// Index backup roots on the storage members; recovery of a lost device.
+pub mod roots;
 #[cfg(feature = "net")]
 pub mod roster;
 #[cfg(feature = "net")]

@@ -50,6 +50,9 @@ pub struct NetSetup {
     pub zone: Option<String>,
     /// A simulated slow link (tests and benchmarks; `--simulate-delay`).
     pub impair: Option<crate::net::impair::Impairment>,
+    /// Recovery (`--recover KIT`): a data dir with no network yet takes
+    /// the kit's network over instead of creating one.
+    pub recover: Option<Arc<super::roots::Recovery>>,
 }
 
 impl NetSetup {
@@ -64,6 +67,7 @@ impl NetSetup {
             mdns: false,
             zone: None,
             impair: None,
+            recover: None,
         }
     }
 }
@@ -259,7 +263,10 @@ impl ShardService for StoresNothing {
                 addresses: Vec::new(),
                 more: false,
             },
-            Request::Get { .. } | Request::Prove { .. } => Response::Refused(Refusal::NotFound),
+            Request::Get { .. } | Request::Prove { .. } | Request::GetRoot { .. } => {
+                Response::Refused(Refusal::NotFound)
+            }
+            Request::PutRoot { .. } => Response::Refused(Refusal::Full),
         }
     }
 }
@@ -309,6 +316,13 @@ pub fn bring_up(
             let m = Membership::joined(files, w.network, w.roster, &me)?;
             info!(network = %m.network().id_hex(), "joined the network");
             m
+        }
+        (None, None) if setup.recover.is_some() && setup.role == Role::Mount => {
+            let r = setup
+                .recover
+                .as_ref()
+                .ok_or(NetError::Transport("no kit".into()))?;
+            r.take_over(files, &keypair, &setup.name, &listen, JOIN_DEADLINE)?
         }
         (None, None) => match setup.role {
             Role::Mount => Membership::create(files, &me, setup.role, &setup.name, &[])?,

@@ -101,6 +101,53 @@ impl Membership {
         }))
     }
 
+    /// Recovery: a new device holding the admin key (from the owner's
+    /// kit) takes `current`, the roster the members hold, adds itself as
+    /// a filesystem node and signs the next epoch. The device it replaces
+    /// is removed later ([`Membership::remove`]), once the backup names it.
+    pub fn recovered(
+        files: MemberFiles,
+        network: NetworkInfo,
+        admin: identity::Keypair,
+        current: SignedRoster,
+        me: &PeerId,
+        name: &str,
+        addrs: &[Multiaddr],
+    ) -> Result<Membership, MemberError> {
+        if admin.public().encode_protobuf() != network.admin {
+            return Err(MemberError::NotAdmin);
+        }
+        let body = current.verify(&network)?;
+        files.save_network(&network)?;
+        files.save_admin(&admin)?;
+        files.save_roster(&current)?;
+        let m = Membership {
+            files,
+            network,
+            admin: Some(admin),
+            current: RwLock::new(Current {
+                signed: current,
+                body,
+            }),
+            synced: AtomicBool::new(true),
+            admitting: std::sync::Mutex::new(()),
+        };
+        let bytes = me.to_bytes();
+        m.change(|b| {
+            b.revoked.retain(|r| *r != bytes);
+            b.members.retain(|x| x.peer != bytes);
+            b.members.push(Member {
+                peer: bytes.clone(),
+                role: Role::Mount,
+                name: name.to_owned(),
+                addrs: addrs.iter().map(|a| a.to_string()).collect(),
+                added_ms: now_ms(),
+            });
+        })?;
+        info!(network = %m.network.id_hex(), epoch = m.epoch(), "took over the network with the recovery kit");
+        Ok(m)
+    }
+
     /// Joins with what the admin node answered (the network and a roster
     /// that must name `me`).
     pub fn joined(

@@ -336,9 +336,57 @@ pub fn join(
                 return Ok(Welcome { network, roster });
             }
             Ok(MemberResponse::Refused(why)) => return Err(NetError::JoinRefused(why)),
-            Ok(MemberResponse::Roster { .. }) => {
+            Ok(MemberResponse::Roster { .. } | MemberResponse::Recovered { .. }) => {
                 last = NetError::Transport("unexpected answer to a join".into());
             }
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// Asks the nodes `targets`, in turn, a membership request as a stranger
+/// with this device's `keypair` (on a network of its own, dropped when
+/// this returns), until one answers; the whole exchange has `deadline`.
+/// The request must be made for each target (`request(peer)`: a recovery
+/// proof names its asker, not its answerer, but a join names neither).
+pub fn ask_as_stranger(
+    keypair: &identity::Keypair,
+    targets: &[(PeerId, Vec<Multiaddr>)],
+    request: impl Fn(&PeerId) -> MemberRequest,
+    deadline: Duration,
+) -> Result<(PeerId, MemberResponse), NetError> {
+    let runtime = runtime()?;
+    let local = keypair.public().to_peer_id();
+    let guard = Arc::new(Guard::new(GuardConfig::default()));
+    let cfg = NetConfig::new(keypair.clone(), Vec::new());
+    let entered = runtime.enter();
+    let swarm = build_swarm(&cfg, guard.clone(), None)?;
+    let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+    let task = Task::new(swarm, local, None, guard.clone(), None, cfg.join_window);
+    runtime.spawn(task.run(rx));
+    drop(entered);
+    let net = Network {
+        client: NetClient { tx, local },
+        guard,
+        runtime: Some(runtime),
+    };
+    let client = net.client();
+    let until = Instant::now() + deadline;
+    let mut last = NetError::Transport("no node to ask".into());
+    for (peer, addresses) in targets {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        let request = request(peer);
+        match client.call(left, |reply| Command::Join {
+            peer: *peer,
+            addresses: addresses.clone(),
+            request,
+            reply,
+        }) {
+            Ok(answer) => return Ok((*peer, answer)),
             Err(e) => last = e,
         }
     }

@@ -590,6 +590,45 @@ impl Task {
                     self.enforce_roster();
                 }
             }
+            MemberRequest::Recover {
+                time_ms,
+                signature,
+                slot,
+            } => {
+                let fresh = crate::net::member::now_ms().abs_diff(time_ms) < 10 * 60 * 1000;
+                let message = super::codec::recover_message(&m.network().network, &peer, time_ms);
+                let signed = m
+                    .network()
+                    .admin_key()
+                    .is_ok_and(|k| k.verify(&message, &signature));
+                let response = if fresh && signed {
+                    info!(%peer, "a recovering device proved the admin key: sent it the roster");
+                    let root = match self
+                        .service
+                        .as_ref()
+                        .map(|s| s.serve(&peer, crate::net::wire::Request::GetRoot { slot }))
+                    {
+                        Some(crate::net::wire::Response::Root { seq, blob }) => Some((seq, blob)),
+                        _ => None,
+                    };
+                    MemberResponse::Recovered {
+                        roster: m.signed(),
+                        root,
+                    }
+                } else {
+                    self.guard.refused(&peer);
+                    MemberResponse::Refused(if signed {
+                        JoinRefusal::Expired
+                    } else {
+                        JoinRefusal::Forged
+                    })
+                };
+                let _ = self
+                    .swarm
+                    .behaviour_mut()
+                    .member
+                    .send_response(channel, response);
+            }
             MemberRequest::Join {
                 invite,
                 role,

@@ -67,7 +67,9 @@ impl ShardService for MemShards {
             Request::Delete { address } => Response::Deleted {
                 existed: held.remove(&(*from, address)).is_some(),
             },
-            Request::List { .. } => Response::Refused(Refusal::Malformed),
+            Request::List { .. } | Request::PutRoot { .. } | Request::GetRoot { .. } => {
+                Response::Refused(Refusal::Malformed)
+            }
         }
     }
 }

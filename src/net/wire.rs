@@ -36,6 +36,8 @@ const REQ_HAS: u8 = 3;
 const REQ_DELETE: u8 = 4;
 const REQ_LIST: u8 = 5;
 const REQ_PROVE: u8 = 6;
+const REQ_PUT_ROOT: u8 = 7;
+const REQ_GET_ROOT: u8 = 8;
 
 const RESP_STORED: u8 = 1;
 const RESP_SHARD: u8 = 2;
@@ -44,6 +46,9 @@ const RESP_DELETED: u8 = 4;
 const RESP_LISTED: u8 = 5;
 const RESP_REFUSED: u8 = 6;
 const RESP_PROOF: u8 = 7;
+const RESP_ROOT: u8 = 8;
+/// The largest backup root a storage node keeps (per slot).
+pub const MAX_ROOT_LEN: usize = 64 << 10;
 
 /// What a member asks a peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +66,15 @@ pub enum Request {
     /// Prove you hold this shard: BLAKE3 keyed with `nonce` over its
     /// bytes (a fresh nonce each time: the address alone cannot answer).
     Prove { address: ShardId, nonce: [u8; 32] },
+    /// Keep this backup root in `slot` if `seq` is newer than the one
+    /// kept (an owner's index backup: ciphertext the node cannot read).
+    PutRoot {
+        slot: [u8; 32],
+        seq: u64,
+        blob: Vec<u8>,
+    },
+    /// Send the backup root kept in `slot`.
+    GetRoot { slot: [u8; 32] },
 }
 
 /// Why a peer refused a request.
@@ -122,6 +136,8 @@ pub enum Response {
     Refused(Refusal),
     /// The answer to a `prove`.
     Proof { hash: [u8; 32] },
+    /// The backup root kept in a slot.
+    Root { seq: u64, blob: Vec<u8> },
 }
 
 /// Why bytes are not a message.
@@ -217,6 +233,18 @@ impl Request {
                 v.extend_from_slice(address.as_bytes());
                 v.extend_from_slice(nonce);
             }
+            Request::PutRoot { slot, seq, blob } => {
+                too_large("a backup root", MAX_ROOT_LEN, blob.len())?;
+                v.push(REQ_PUT_ROOT);
+                v.extend_from_slice(slot);
+                v.extend_from_slice(&seq.to_le_bytes());
+                put_len(&mut v, blob.len());
+                v.extend_from_slice(blob);
+            }
+            Request::GetRoot { slot } => {
+                v.push(REQ_GET_ROOT);
+                v.extend_from_slice(slot);
+            }
         }
         Ok(v)
     }
@@ -261,6 +289,19 @@ impl Request {
             REQ_PROVE => Request::Prove {
                 address: r.address()?,
                 nonce: r.address()?.0,
+            },
+            REQ_PUT_ROOT => {
+                let slot = r.address()?.0;
+                let seq = r.u64()?;
+                let len = r.len("a backup root", MAX_ROOT_LEN)?;
+                Request::PutRoot {
+                    slot,
+                    seq,
+                    blob: r.take(len)?.to_vec(),
+                }
+            }
+            REQ_GET_ROOT => Request::GetRoot {
+                slot: r.address()?.0,
             },
             k => return Err(WireError::Kind(k)),
         };
@@ -315,6 +356,13 @@ impl Response {
                 v.push(RESP_PROOF);
                 v.extend_from_slice(hash);
             }
+            Response::Root { seq, blob } => {
+                too_large("a backup root", MAX_ROOT_LEN, blob.len())?;
+                v.push(RESP_ROOT);
+                v.extend_from_slice(&seq.to_le_bytes());
+                put_len(&mut v, blob.len());
+                v.extend_from_slice(blob);
+            }
         }
         Ok(v)
     }
@@ -360,6 +408,14 @@ impl Response {
             RESP_PROOF => Response::Proof {
                 hash: r.address()?.0,
             },
+            RESP_ROOT => {
+                let seq = r.u64()?;
+                let len = r.len("a backup root", MAX_ROOT_LEN)?;
+                Response::Root {
+                    seq,
+                    blob: r.take(len)?.to_vec(),
+                }
+            }
             k => return Err(WireError::Kind(k)),
         };
         r.end()?;
@@ -408,6 +464,13 @@ impl<'a> Reader<'a> {
     fn u16(&mut self) -> Result<u16, WireError> {
         let b = self.take(2)?;
         Ok(u16::from_le_bytes([b[0], b[1]]))
+    }
+
+    fn u64(&mut self) -> Result<u64, WireError> {
+        let b = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_le_bytes(a))
     }
 
     fn flag(&mut self) -> Result<bool, WireError> {
@@ -486,6 +549,17 @@ mod tests {
                 address: addr(5),
                 nonce: [7; 32],
             },
+            Request::PutRoot {
+                slot: [3; 32],
+                seq: u64::MAX - 1,
+                blob: vec![5; MAX_ROOT_LEN],
+            },
+            Request::PutRoot {
+                slot: [0; 32],
+                seq: 0,
+                blob: Vec::new(),
+            },
+            Request::GetRoot { slot: [4; 32] },
         ]
     }
 
@@ -506,6 +580,10 @@ mod tests {
                 more: true,
             },
             Response::Proof { hash: [9; 32] },
+            Response::Root {
+                seq: 7,
+                blob: vec![1; 100],
+            },
             Response::Refused(Refusal::Full),
             Response::Refused(Refusal::Malformed),
         ]

@@ -289,6 +289,27 @@ fn load_key(path: &Path, f: fs::File) -> Result<MasterKey, DataDirError> {
     })
 }
 
+/// Installs `key` as the master key of the new data dir `root` (a
+/// recovery): refused if `root` already has a key or an index.
+pub fn install_key(root: &Path, key: &MasterKey) -> Result<(), DataDirError> {
+    let path = root.join("master.key");
+    if path.exists() || root.join("index").join("CURRENT").exists() {
+        return Err(DataDirError::Create {
+            path: root.to_path_buf(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "this data dir already has a key or an index",
+            ),
+        });
+    }
+    fs::create_dir_all(root).map_err(|source| DataDirError::Create {
+        path: root.to_path_buf(),
+        source,
+    })?;
+    let _ = fs::set_permissions(root, fs::Permissions::from_mode(0o700));
+    create_key(&path, key).map_err(|source| DataDirError::Create { path, source })
+}
+
 /// Creates a new key at `path`: written to `master.key.tmp`, created
 /// exclusively (a leftover of an interrupted creation is removed first, so
 /// neither its mode nor a symlink planted there is used), synced, then

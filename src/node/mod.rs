@@ -50,17 +50,26 @@
 //! drains the releases, stops the workers and closes the index in the same
 //! order, without the flush and the mark.
 
+/// The index backup to the swarm, and its restore.
+#[cfg(feature = "net")]
+pub mod backup;
 pub mod control;
 pub mod datadir;
 #[cfg(feature = "net")]
 mod evict;
 #[cfg(feature = "net")]
 mod fit;
+/// The recovery kit: the keys and a few peers, on paper, to recover on a new machine.
+#[cfg(feature = "net")]
+pub mod kit;
 #[cfg(feature = "net")]
 pub mod metrics;
 pub mod offline;
 #[cfg(feature = "net")]
 pub mod prober;
+/// Recovery of a lost device from its kit and the index backup.
+#[cfg(feature = "net")]
+pub mod recover;
 pub mod releases;
 #[cfg(feature = "net")]
 pub mod serve;
@@ -147,6 +156,9 @@ pub struct NodeConfig {
     pub scrub_period: Duration,
     /// Peers' proofs asked per second.
     pub scrub_challenges: usize,
+    /// How often the index is backed up to the storage members (an admin
+    /// device with peers only; None: `--no-backup`).
+    pub backup_every: Option<Duration>,
     /// `--metrics ADDR`: the Prometheus endpoint, and the front end's
     /// operation timings it shows.
     #[cfg(feature = "net")]
@@ -178,6 +190,7 @@ impl NodeConfig {
             heal_enabled: true,
             scrub_period: Duration::from_secs(30 * 24 * 3600),
             scrub_challenges: 4,
+            backup_every: Some(Duration::from_secs(30)),
             #[cfg(feature = "net")]
             metrics: None,
         }
@@ -315,6 +328,10 @@ impl Node {
         // Before anything else reads or writes the index: is this its key?
         // (A mismatch writes nothing; -o ro writes no missing check value.)
         datadir::check_key(&kv, &dir.master, ro).map_err(NodeError::DataDir)?;
+        #[cfg(feature = "net")]
+        if !ro {
+            backup::adopt_pending(path, &kv).map_err(|e| NodeError::Net(e.to_string()))?;
+        }
         let chunks = if ro {
             ChunkFiles::open_read_only(&dir.chunks_dir())
         } else {
@@ -470,6 +487,8 @@ impl Node {
         #[cfg(feature = "net")]
         let mut scrub_stats = None;
         #[cfg(feature = "net")]
+        let mut backup_stats: Option<Arc<backup::BackupStats>> = None;
+        #[cfg(feature = "net")]
         if let (Some(on), Some(placer)) = (
             online.as_ref().filter(|_| upload),
             placer.clone().filter(|_| upload),
@@ -484,6 +503,7 @@ impl Node {
                 .spawn(Box::new(prober), 0)
                 .map_err(NodeError::Worker)?;
             let placer_for_scrub = placer.clone();
+            let backup_placer = placer.clone();
             let healer = crate::workers::HealerWorker::new(
                 fs.heal_queue(),
                 book.clone(),
@@ -510,6 +530,38 @@ impl Node {
             runner
                 .spawn(Box::new(scrubber), 0)
                 .map_err(NodeError::Worker)?;
+            if let Some(period) = cfg.backup_every.filter(|_| on.members.is_admin()) {
+                let chunks = fs.chunk_layer().clone();
+                let op = cfg
+                    .net
+                    .as_ref()
+                    .map_or(Duration::from_secs(10), |n| n.op_timeout);
+                let worker = backup::BackupWorker {
+                    kv: kv.clone(),
+                    ces: Ces::new(&dir.master, cfg.fs.policy).map_err(NodeError::Ces)?,
+                    master: dir.master.clone(),
+                    transport: backup_placer,
+                    roots: crate::net::roots::Roots::new(on.client(), on.members.clone(), op),
+                    book: book.clone(),
+                    params: Box::new(move || chunks.shard_params()),
+                    data_dir: dir.root.clone(),
+                    device: on.client().local_peer_id().to_bytes(),
+                    period,
+                    last_try: None,
+                    stats: Arc::new(backup::BackupStats::default()),
+                };
+                backup_stats = Some(worker.stats.clone());
+                runner
+                    .spawn(Box::new(worker), 1)
+                    .map_err(NodeError::Worker)?;
+            }
+        }
+        // Without a backup, no release waits for one.
+        #[cfg(feature = "net")]
+        if backup_stats.is_none() && !ro {
+            let mut b = crate::store::Batch::new();
+            b.delete(Cf::Meta, crate::placement::RELEASE_FLOOR);
+            kv.write(b, false).map_err(NodeError::Index)?;
         }
         if let Some(placer) = placer.filter(|_| upload) {
             let uploader = UploaderWorker::new(fs.upload_queue(), placer, cfg.upload_interval);
@@ -554,6 +606,7 @@ impl Node {
                 net: online.as_ref().map(|o| o.handle()),
                 healer: healer_stats.clone(),
                 scrub: scrub_stats.clone(),
+                backup: backup_stats.clone(),
                 tune: tune_explained.clone(),
                 workers: runner.status_handles(),
             };

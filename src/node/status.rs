@@ -45,6 +45,8 @@ pub struct MountContext {
     pub healer: Option<Arc<crate::workers::HealerStats>>,
     /// The scrubber's counters and pause switch.
     pub scrub: Option<Arc<crate::workers::ScrubStats>>,
+    /// The index backup's counters (None: no backup runs here).
+    pub backup: Option<Arc<super::backup::BackupStats>>,
     /// The tuner's last choice, inputs and candidates.
     pub tune: Arc<std::sync::Mutex<Option<Value>>>,
     /// The workers' status rows.
@@ -407,6 +409,7 @@ pub fn mount_handler(ctx: MountContext) -> Arc<Handler> {
                 let mut v = mount_status(&fs, ctx.net.as_ref())?;
                 v["healer"] = healer_json(&fs, ctx.healer.as_deref());
                 v["scrubber"] = scrub_json(ctx.scrub.as_deref());
+                v["backup"] = ctx.backup.as_ref().map_or(Value::Null, |b| b.json());
                 v["workers"] = workers_json(&ctx.workers);
                 Ok(v)
             }

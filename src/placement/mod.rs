@@ -24,6 +24,11 @@ use crate::chunks::{ChunkError, ChunkResult, Chunks, Holder};
 use crate::store::{Batch, Cf, Kv, key_hex};
 
 pub use book::{Life, PeerBook, PeerRecord, Probe};
+
+/// `Cf::Meta`: releases of peer copies queued at or after this Unix time
+/// (ms) wait (the newest complete index backup's checkpoint time, written
+/// by `node::backup`).
+pub const RELEASE_FLOOR: &[u8] = b"backup/floor";
 pub use heal::{HealPolicy, HealQueue, QueuedHeal, RepairError, Repaired};
 pub use peers::{PeerId, PeerTable};
 pub use queue::{QueuedUpload, UploadEntry, UploadTask};
@@ -75,9 +80,17 @@ impl UploadQueue {
     /// block the queue).
     pub fn due(&self, limit: usize) -> ChunkResult<Vec<QueuedUpload>> {
         let now = unix_now_ms();
+        // Releases queued after the newest complete index backup wait for
+        // the next one (`node::backup`); without backups, none waits.
+        let floor = match self.kv.get(Cf::Meta, RELEASE_FLOOR)? {
+            Some(v) if v.len() == 8 => u64::from_le_bytes(v.try_into().unwrap_or([0xff; 8])),
+            _ => u64::MAX,
+        };
         let mut due = Vec::new();
         self.kv.scan(Cf::Upload, &[], &[], &mut |k, v| {
+            let release = k.first() == Some(&queue::DROP);
             match UploadEntry::decode(v) {
+                Ok(entry) if release && entry.not_before >= floor => {}
                 Ok(entry) if entry.not_before <= now => due.push((k.to_vec(), entry)),
                 Ok(_) => {}
                 Err(_) => warn!(key = %key_hex(k), "malformed upload queue entry skipped"),

@@ -22,7 +22,7 @@ use super::peers::PeerId;
 
 const ENTRY_VERSION: u8 = 1;
 const PLACE: u8 = b'P';
-const DROP: u8 = b'D';
+pub(crate) const DROP: u8 = b'D';
 
 /// An upload-queue value: how often the entry failed, and when it may be
 /// tried again (Unix milliseconds).
@@ -121,12 +121,16 @@ pub fn unqueue_place(b: &mut Batch, id: &ChunkId) {
 }
 
 /// Queues, in `b`, the release of peer number `peer`'s copy of `shard`.
+/// Its `not_before` is the time it was queued: with an index backup, it
+/// runs only once a backup taken after that time is complete (the
+/// release floor, `node::backup`), so no retained backup names a copy
+/// that was let go.
 pub fn release(b: &mut Batch, shard: &ShardId, peer: u32) {
-    b.put(
-        Cf::Upload,
-        &drop_key(shard, peer),
-        &UploadEntry::default().encode(),
-    );
+    let entry = UploadEntry {
+        attempts: 0,
+        not_before: super::unix_now_ms(),
+    };
+    b.put(Cf::Upload, &drop_key(shard, peer), &entry.encode());
 }
 
 /// Queues, in `b`, the release of every remote copy named by `rec` (its

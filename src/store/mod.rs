@@ -243,6 +243,18 @@ pub trait Kv: Send + Sync + 'static {
 
     /// Makes every earlier write durable (WAL fsync).
     fn sync(&self) -> Result<(), StoreError>;
+
+    /// A consistent copy of the whole store in the new directory `dir`
+    /// (for backups; hard links where it can). Stores that cannot say so.
+    fn checkpoint(&self, dir: &std::path::Path) -> Result<(), StoreError> {
+        let _ = dir;
+        Err(StoreError::Db("this store cannot be checkpointed".into()))
+    }
+
+    /// A number that moves on every write (0 where not known).
+    fn sequence(&self) -> u64 {
+        0
+    }
 }
 
 /// A [`Kv`] that counts its writes. A reader that notes [`CountingKv::writes`]
@@ -292,6 +304,14 @@ impl Kv for CountingKv {
     fn sync(&self) -> Result<(), StoreError> {
         self.inner.sync()
     }
+
+    fn checkpoint(&self, dir: &std::path::Path) -> Result<(), StoreError> {
+        self.inner.checkpoint(dir)
+    }
+
+    fn sequence(&self) -> u64 {
+        self.inner.sequence()
+    }
 }
 
 impl<K: Kv + ?Sized> Kv for Arc<K> {
@@ -315,6 +335,14 @@ impl<K: Kv + ?Sized> Kv for Arc<K> {
 
     fn sync(&self) -> Result<(), StoreError> {
         (**self).sync()
+    }
+
+    fn checkpoint(&self, dir: &std::path::Path) -> Result<(), StoreError> {
+        (**self).checkpoint(dir)
+    }
+
+    fn sequence(&self) -> u64 {
+        (**self).sequence()
     }
 }
 

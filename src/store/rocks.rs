@@ -321,6 +321,15 @@ impl Kv for RocksKv {
         self.synced_seq.fetch_max(seq, Ordering::AcqRel);
         Ok(())
     }
+
+    fn checkpoint(&self, dir: &Path) -> Result<(), StoreError> {
+        let c = rocksdb::checkpoint::Checkpoint::new(&self.db).map_err(|e| self.error(e))?;
+        c.create_checkpoint(dir).map_err(|e| self.error(e))
+    }
+
+    fn sequence(&self) -> u64 {
+        self.db.latest_sequence_number()
+    }
 }
 
 /// The options of every column family: no compression (values are small or

@@ -116,6 +116,58 @@ struct Args {
     /// 127.0.0.1:9410). Off by default.
     #[arg(long)]
     metrics: Option<std::net::SocketAddr>,
+    /// Recover a lost device: on a new, empty data dir, take the network
+    /// over with this recovery kit (`pangea key export`; a file, or - for
+    /// standard input), rebuild the index from its newest backup on the
+    /// storage members, and mount. A sealed kit's passphrase is read from
+    /// $PANGEA_KIT_PASSPHRASE, else asked for.
+    #[arg(long, value_name = "KIT")]
+    recover: Option<PathBuf>,
+    /// How often the index is backed up to the storage members (when it
+    /// changed; this device must be the network's admin).
+    #[arg(long, default_value = "30s")]
+    backup_every: String,
+    /// Do not back the index up (losing this device then loses the data).
+    #[arg(long)]
+    no_backup: bool,
+}
+
+/// `--recover`: rebuilds the data dir from the kit and the backup, with a
+/// progress bar, before the mount goes on as usual.
+fn recover(args: &Args, kit_path: &Path, data_dir: &Path) -> Result<(), String> {
+    let kit = pangea_mount::cli::read_kit(kit_path)?;
+    let mut net = NetSetup::new(Role::Mount);
+    if !args.listen.is_empty() {
+        net.listen = args.listen.clone();
+    }
+    net.op_timeout = Duration::from_secs(args.op_timeout.max(1));
+    net.zone = args.zone.clone();
+    if let Some(n) = &args.name {
+        net.name = n.clone();
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "recovering the index {bar:30} {bytes}/{total_bytes} ({eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let progress = |done: u64, total: u64| {
+        bar.set_length(total);
+        bar.set_position(done);
+    };
+    let r = pangea::node::recover::recover(data_dir, &kit, &net, &progress);
+    bar.finish_and_clear();
+    let r = r.map_err(|e| format!("recovery failed: {e}"))?;
+    eprintln!(
+        "recovered the index of backup generation {} ({} files, {} bytes) in {:.1} s; the lost device {} is removed from the network",
+        r.generation,
+        r.files,
+        r.bytes,
+        r.took_ms as f64 / 1000.0,
+        r.replaced
+    );
+    Ok(())
 }
 
 /// Where the daemon logs in the background: the data dir's `pangea.log`,
@@ -167,6 +219,11 @@ fn run(args: Args) -> Result<(), String> {
     }
     let data_dir = std::fs::canonicalize(&data_dir)
         .map_err(|e| format!("data dir {}: {e}", data_dir.display()))?;
+    if let Some(kit) = &args.recover {
+        // Before any thread of the mount exists (the daemon forks below):
+        // the recovery's own network is gone when this returns.
+        recover(&args, kit, &data_dir)?;
+    }
 
     // Signals are handled by one thread with sigwait: block them before any
     // thread exists so every thread inherits the mask.
@@ -317,6 +374,15 @@ fn serve(
                 .map_err(|e| format!("--scrub-period: {e}"))?
                 .max(Duration::from_secs(1));
             cfg.scrub_challenges = args.scrub_challenges;
+            cfg.backup_every = if args.no_backup {
+                None
+            } else {
+                Some(
+                    pangea_mount::cli::parse_duration(&args.backup_every)
+                        .map_err(|e| format!("--backup-every: {e}"))?
+                        .max(Duration::from_secs(1)),
+                )
+            };
             let grace = pangea_mount::cli::parse_duration(&args.heal_grace)
                 .map_err(|e| format!("--heal-grace: {e}"))?;
             cfg.heal.grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX);
