@@ -1316,5 +1316,41 @@ fn a_lost_laptop_is_recovered_from_its_kit_with_a_storage_node_down() {
         Duration::from_secs(60),
         || status(&n.data)["backup"]["generation"].as_u64() > Some(gen0),
     );
+    // The lost laptop comes back, its data dir as it was. Every member
+    // refuses it (it was removed): what it writes stays on it, and its
+    // backups never replace the new device's.
+    let mut old = Mount::unstarted(Some(&old_data));
+    old.args.extend(
+        [
+            "--listen",
+            &addr(14, 1),
+            "--op-timeout",
+            &OP_TIMEOUT.to_string(),
+            "--backup-every",
+            "1s",
+        ]
+        .map(String::from),
+    );
+    old.start();
+    old.sh_ok("echo stale > \"$M/src/stale\" && sync \"$M/src/stale\"");
+    wait_for(
+        "the old device's backup to fail",
+        Duration::from_secs(60),
+        || status(&old.data)["backup"]["failures"].as_u64() > Some(0),
+    );
+    let so = status(&old.data);
+    assert!(so["safe_to_unplug"] == Value::Bool(false), "{so}");
+    let dry: Value =
+        serde_json::from_str(&cli_ok(&["recover", "--dry-run", "--json", kf])).expect("json");
+    let newest = status(&n.data)["backup"]["generation"].as_u64();
+    assert!(
+        dry["generation"].as_u64() <= newest,
+        "a root newer than the new device's: {dry}"
+    );
+    assert!(!n.mnt.join("src/stale").exists());
+    assert_eq!(
+        fs::read_to_string(n.mnt.join("src/after")).ok().as_deref(),
+        Some("after\n")
+    );
     drop(serves);
 }
