@@ -1352,5 +1352,29 @@ fn a_lost_laptop_is_recovered_from_its_kit_with_a_storage_node_down() {
         fs::read_to_string(n.mnt.join("src/after")).ok().as_deref(),
         Some("after\n")
     );
+    // With no storage member reachable, a recovery is a one-line error
+    // that leaves nothing behind (it can be run again).
     drop(serves);
+    let again = m.scratch.join("again");
+    let mnt = m.scratch.join("again-mnt");
+    fs::create_dir_all(&mnt).expect("mountpoint");
+    let t = Instant::now();
+    let o = Command::new(env!("CARGO_BIN_EXE_pangea-mount"))
+        .args(["-f", "--listen", &addr(14, 3), "--data-dir"])
+        .arg(&again)
+        .arg("--recover")
+        .arg(&kit_file)
+        .arg(&mnt)
+        .stdin(Stdio::null())
+        .output()
+        .expect("pangea-mount");
+    let err = String::from_utf8_lossy(&o.stderr);
+    eprintln!("recovery with every member down: {:?}: {err}", t.elapsed());
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains("recovery failed"), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(60), "{:?}", t.elapsed());
+    let left: Vec<_> = fs::read_dir(&again)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "left behind: {left:?}");
 }

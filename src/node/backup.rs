@@ -399,8 +399,9 @@ impl BackupWorker {
                 .all(|(_, h)| self.book.is_up(&PeerId(h.clone())))
     }
 
-    /// One generation (see the module documentation).
-    pub fn backup_now(&mut self) -> Result<Option<u64>, BackupError> {
+    /// One generation (see the module documentation); given up, with
+    /// what it placed released, when `stop` is raised.
+    pub fn backup_now(&mut self, stop: &Stop) -> Result<Option<u64>, BackupError> {
         let prev = load_state(self.kv.as_ref())?;
         let sequence = self.kv.sequence();
         if prev.generation > 0 && sequence == prev.sequence {
@@ -413,7 +414,7 @@ impl BackupWorker {
         let tmp = self.data_dir.join("backup.checkpoint");
         let _ = std::fs::remove_dir_all(&tmp);
         self.kv.checkpoint(&tmp)?;
-        let result = self.send(&prev, &tmp, taken_ms, sequence);
+        let result = self.send(&prev, &tmp, taken_ms, sequence, stop);
         let _ = std::fs::remove_dir_all(&tmp);
         result.map(Some)
     }
@@ -424,6 +425,7 @@ impl BackupWorker {
         dir: &Path,
         taken_ms: u64,
         sequence: u64,
+        stop: &Stop,
     ) -> Result<u64, BackupError> {
         let known: BTreeMap<[u8; 32], &PieceRef> = prev.pieces.iter().map(|p| (p.id, p)).collect();
         let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -447,6 +449,18 @@ impl BackupWorker {
             let mut ids = Vec::new();
             let mut len = 0u64;
             loop {
+                if stop.is_raised() {
+                    // What this generation placed and no other names.
+                    let placed: Vec<PieceRef> = pieces
+                        .values()
+                        .filter(|p| known.get(&p.id).is_none_or(|k| *k != *p))
+                        .cloned()
+                        .collect();
+                    self.release(&placed)?;
+                    return Err(BackupError::Placement(
+                        "stopped (the node shuts down)".into(),
+                    ));
+                }
                 let n = read_full(&mut f, &mut buf).map_err(io(&path))?;
                 if n == 0 {
                     break;
@@ -575,12 +589,12 @@ impl Worker for BackupWorker {
         }
     }
 
-    fn work(&mut self, _stop: &Stop) -> Result<WorkerState, WorkerError> {
+    fn work(&mut self, stop: &Stop) -> Result<WorkerState, WorkerError> {
         if self.last_try.is_some_and(|t| t.elapsed() < self.period) {
             return Ok(WorkerState::Idle);
         }
         self.last_try = Some(Instant::now());
-        match self.backup_now() {
+        match self.backup_now(stop) {
             Ok(Some(_)) => {
                 if let Ok(mut e) = self.stats.last_error.lock() {
                     *e = None;

@@ -62,6 +62,25 @@ pub fn recover(
         ));
     }
     std::fs::create_dir_all(data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
+    let result = recover_into(data_dir, kit, setup, progress, t);
+    if result.is_err() {
+        // Nothing half-built: what this run created goes, so that it can
+        // run again on the same (empty) data dir.
+        for p in ["net", "index.recovering", "recovered-backup"] {
+            let path = data_dir.join(p);
+            let _ = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
+        }
+    }
+    result
+}
+
+fn recover_into(
+    data_dir: &Path,
+    kit: &KitContents,
+    setup: &NetSetup,
+    progress: &dyn Fn(u64, u64),
+    t: Instant,
+) -> Result<Recovered, String> {
     let master = MasterKey::from_bytes(kit.master);
     let recovery = Recovery {
         admin: zeroize::Zeroizing::new(kit.admin),
@@ -117,9 +136,11 @@ pub fn recover(
     super::datadir::install_key(data_dir, &master).map_err(|e| e.to_string())?;
     std::fs::rename(&tmp, data_dir.join("index")).map_err(|e| format!("{}: {e}", tmp.display()))?;
     let replaced = restored.root.device.clone();
-    roots.remove_device(&replaced).map_err(|e| {
-        format!("the index is back, but the lost device could not be removed from the network: {e}")
-    })?;
+    if let Err(e) = roots.remove_device(&replaced) {
+        // The index is back: the mount goes on; the lost device can be
+        // removed later (`pangea remove`).
+        tracing::warn!(error = %e, "the lost device could not be removed from the network yet: run `pangea remove` with its peer id");
+    }
     // Let the members take the new roster before this network closes.
     std::thread::sleep(Duration::from_millis(500));
     drop(online);
