@@ -745,11 +745,13 @@ fn bad_tokens_are_refused_fast_and_a_removed_member_is_cut_off() {
 #[test]
 fn a_full_storage_node_is_skipped_and_nothing_is_dropped() {
     let mut m = Mount::unstarted(None);
+    // (No index backup: its small pieces would fit the full node's 1K.)
     m.args.extend([
         "--listen".into(),
         quic(5, 1),
         "--op-timeout".into(),
         OP_TIMEOUT.to_string(),
+        "--no-backup".into(),
     ]);
     m.start();
     let token = invite(&m.data, 3, "1h");
@@ -1190,7 +1192,7 @@ fn now_ms() -> u64 {
 }
 
 #[test]
-fn a_lost_laptop_is_recovered_from_its_kit_with_a_storage_node_down() {
+fn a_lost_laptop_is_recovered_from_its_kit_then_again_with_a_storage_node_down() {
     let (mut m, mut serves) = cluster(14, 4, addr, &["--backup-every", "2s"]);
     let (mut rng, _) = Rng::from_env("PANGEA_TEST_SEED");
     mixed_tree(&m.scratch.join("src"), &mut rng, 6 << 20);
@@ -1242,8 +1244,6 @@ fn a_lost_laptop_is_recovered_from_its_kit_with_a_storage_node_down() {
     let old_data = m.scratch.join("old-data");
     m.sh_ok(&format!("cp -a \"{d}\" \"{}\"", old_data.display()));
     fs::remove_dir_all(&m.data).expect("remove the data dir");
-    // And one storage node is down (m - 1 of a 2+2 network).
-    serves[3].kill();
     // A kit is checked without touching anything.
     let kf = kit_file.to_str().expect("utf-8");
     let dry = cli_ok(&["recover", "--dry-run", "--json", kf]);
@@ -1316,6 +1316,40 @@ fn a_lost_laptop_is_recovered_from_its_kit_with_a_storage_node_down() {
         Duration::from_secs(60),
         || status(&n.data)["backup"]["generation"].as_u64() > Some(gen0),
     );
+    // Lost again, this time with a storage node down (m - 1 of 2+2): the
+    // same kit brings back the device that replaced the first one.
+    wait_placed(&n.data, Duration::from_secs(60));
+    let want = tree_manifest(&n.mnt.join("src"));
+    n.crash();
+    fs::remove_dir_all(&n.data).expect("remove the data dir");
+    serves[3].kill();
+    let mut n = Mount::unstarted(None);
+    n.args.extend(
+        [
+            "--listen",
+            &addr(14, 4),
+            "--op-timeout",
+            &OP_TIMEOUT.to_string(),
+            "--recover",
+            kf,
+        ]
+        .map(String::from),
+    );
+    let t = Instant::now();
+    n.start();
+    eprintln!(
+        "recovered again, one storage node down, in {:?}",
+        t.elapsed()
+    );
+    let got = tree_manifest(&n.mnt.join("src"));
+    assert!(got == want, "the tree recovered a second time differs");
+    // A storage node holds no keys: it refuses a kit with a clear word.
+    let o = cli(&["serve", "--recover", kf]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("holds no keys"),
+        "{err}"
+    );
     // The lost laptop comes back, its data dir as it was. Every member
     // refuses it (it was removed): what it writes stays on it, and its
     // backups never replace the new device's.
@@ -1340,6 +1374,12 @@ fn a_lost_laptop_is_recovered_from_its_kit_with_a_storage_node_down() {
     );
     let so = status(&old.data);
     assert!(so["safe_to_unplug"] == Value::Bool(false), "{so}");
+    // The newest root the members keep is the new device's own.
+    n.sh_ok("echo later > \"$M/src/later\" && sync \"$M/src/later\"");
+    let before = status(&n.data)["backup"]["generations"].as_u64();
+    wait_for("the new device backs up", Duration::from_secs(60), || {
+        status(&n.data)["backup"]["generations"].as_u64() > before
+    });
     let dry: Value =
         serde_json::from_str(&cli_ok(&["recover", "--dry-run", "--json", kf])).expect("json");
     let newest = status(&n.data)["backup"]["generation"].as_u64();

@@ -130,7 +130,8 @@ impl<S: AsyncRead + Unpin> AsyncRead for Delayed<S> {
                 Poll::Ready(Ok(n)) => {
                     tmp.truncate(n);
                     this.held_bytes += n;
-                    let due = Instant::now() + this.hold_for(n);
+                    let now = Instant::now();
+                    let due = now.checked_add(this.hold_for(n)).unwrap_or(now);
                     let due = this.last_due.map_or(due, |last| due.max(last));
                     this.last_due = Some(due);
                     this.held.push_back((due, tmp));

@@ -42,7 +42,7 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-use crate::ces::{Ces, Hint, Manifest, MasterKey, ShardParams};
+use crate::ces::{Ces, Hint, Manifest, MasterKey};
 use crate::net::roots::Roots;
 use crate::placement::{
     PeerBook, PeerId, PeerTable, ShardToPlace, ShardTransport, Spread, queue, unix_now_ms,
@@ -59,6 +59,8 @@ const META_STATE: &[u8] = b"backup/state";
 /// `Cf::Meta`: releases queued before this Unix time (ms) may run.
 pub const META_FLOOR: &[u8] = crate::placement::RELEASE_FLOOR;
 const ROOT_VERSION: u8 = 1;
+/// How far before a checkpoint the release floor is set.
+const FLOOR_MARGIN_MS: u64 = 5_000;
 const CTX_ROOT_KEY: &str = "pangea 2026-12 index backup root key";
 const CTX_ROOT_SLOT: &str = "pangea 2026-12 index backup root slot";
 const ROOT_AAD: &[u8] = b"pangea index backup root v1";
@@ -136,7 +138,7 @@ pub struct Root {
 struct State {
     generation: u64,
     taken_ms: u64,
-    /// The index's sequence number at its checkpoint.
+    /// Unused (0): the worker keeps the index's sequence in memory.
     sequence: u64,
     /// Every piece it names (the files' and the listing's).
     pieces: Vec<PieceRef>,
@@ -213,6 +215,17 @@ pub struct BackupStats {
 }
 
 impl BackupStats {
+    /// Counters starting from the last complete generation the index
+    /// records (so a restart, or a recovery, shows its age at once).
+    pub fn from_index(kv: &dyn Kv) -> BackupStats {
+        let s = BackupStats::default();
+        if let Ok(state) = load_state(kv) {
+            s.last_generation.store(state.generation, Ordering::Relaxed);
+            s.last_taken_ms.store(state.taken_ms, Ordering::Relaxed);
+        }
+        s
+    }
+
     /// For `pangea status`: the generation, its age, the lag and errors.
     pub fn json(&self) -> serde_json::Value {
         let taken = self.last_taken_ms.load(Ordering::Relaxed);
@@ -239,14 +252,18 @@ pub struct BackupWorker {
     pub transport: Arc<dyn ShardTransport>,
     pub roots: Roots,
     pub book: Arc<PeerBook>,
-    /// The (k, m) new pieces get.
-    pub params: Box<dyn Fn() -> ShardParams + Send>,
+    /// The chunk layer: the (k, m) new pieces get, and the chunk table's
+    /// lock under which peer numbers are allocated.
+    pub chunks: Arc<crate::chunks::Chunks>,
     /// The data dir (the checkpoint is taken under it).
     pub data_dir: PathBuf,
     /// This device's peer id.
     pub device: Vec<u8>,
     pub period: Duration,
     pub last_try: Option<Instant>,
+    /// The index's sequence number once the last generation (and its own
+    /// writes) were done: unchanged, there is nothing new to back up.
+    pub last_sequence: Option<u64>,
     pub stats: Arc<BackupStats>,
 }
 
@@ -264,7 +281,10 @@ fn save_state(b: &mut Batch, s: &State) -> Result<(), BackupError> {
     let v = postcard::to_allocvec(s)
         .map_err(|e| BackupError::Restore(format!("cannot encode the backup state: {e}")))?;
     b.put(Cf::Meta, META_STATE, &v);
-    b.put(Cf::Meta, META_FLOOR, &s.taken_ms.to_le_bytes());
+    // A little before the checkpoint: a release whose batch was built
+    // just before it but written just after is not in it.
+    let floor = s.taken_ms.saturating_sub(FLOOR_MARGIN_MS);
+    b.put(Cf::Meta, META_FLOOR, &floor.to_le_bytes());
     Ok(())
 }
 
@@ -321,7 +341,7 @@ impl BackupWorker {
     /// Encodes and places one piece on up peers; all its shards or none
     /// (a partial placement is released).
     fn place(&self, piece: &[u8]) -> Result<PieceRef, BackupError> {
-        let params = (self.params)();
+        let params = self.chunks.shard_params();
         let enc = self.ces.encode(piece, params, &Hint::default())?;
         let shards: Vec<ShardToPlace> = (0..enc.manifest.shard_ids.len())
             .filter_map(|i| {
@@ -373,6 +393,8 @@ impl BackupWorker {
             return Ok(());
         }
         let table = PeerTable::new(self.kv.clone());
+        // Peer numbers are allocated under the chunk table's lock.
+        let _records = self.chunks.table().lock();
         let mut b = Batch::new();
         let mut new = Default::default();
         for p in pieces {
@@ -402,30 +424,43 @@ impl BackupWorker {
     /// One generation (see the module documentation); given up, with
     /// what it placed released, when `stop` is raised.
     pub fn backup_now(&mut self, stop: &Stop) -> Result<Option<u64>, BackupError> {
-        let prev = load_state(self.kv.as_ref())?;
-        let sequence = self.kv.sequence();
-        if prev.generation > 0 && sequence == prev.sequence {
+        // Nothing written since the last generation and its own writes.
+        if self.last_sequence == Some(self.kv.sequence()) {
             return Ok(None);
         }
         if self.roots.storage_members() == 0 {
             return Ok(None);
         }
+        let prev = load_state(self.kv.as_ref())?;
+        // Newer than any root of ours the members keep (a generation
+        // whose state was not saved here: a crash after its root was put).
+        let kept = newest_root(&self.master, &self.roots.get_all(root_slot(&self.master)))
+            .map_or(0, |r| r.generation);
+        let generation = prev.generation.max(kept) + 1;
         let taken_ms = unix_now_ms();
         let tmp = self.data_dir.join("backup.checkpoint");
         let _ = std::fs::remove_dir_all(&tmp);
         self.kv.checkpoint(&tmp)?;
-        let result = self.send(&prev, &tmp, taken_ms, sequence, stop);
+        let mut placed = Vec::new();
+        let result = self.send(&prev, generation, &tmp, taken_ms, stop, &mut placed);
         let _ = std::fs::remove_dir_all(&tmp);
+        if result.is_err() {
+            // What this attempt placed and no generation names.
+            self.release(&placed)?;
+        } else {
+            self.last_sequence = Some(self.kv.sequence());
+        }
         result.map(Some)
     }
 
     fn send(
         &mut self,
         prev: &State,
+        generation: u64,
         dir: &Path,
         taken_ms: u64,
-        sequence: u64,
         stop: &Stop,
+        placed: &mut Vec<PieceRef>,
     ) -> Result<u64, BackupError> {
         let known: BTreeMap<[u8; 32], &PieceRef> = prev.pieces.iter().map(|p| (p.id, p)).collect();
         let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -450,13 +485,6 @@ impl BackupWorker {
             let mut len = 0u64;
             loop {
                 if stop.is_raised() {
-                    // What this generation placed and no other names.
-                    let placed: Vec<PieceRef> = pieces
-                        .values()
-                        .filter(|p| known.get(&p.id).is_none_or(|k| *k != *p))
-                        .cloned()
-                        .collect();
-                    self.release(&placed)?;
                     return Err(BackupError::Placement(
                         "stopped (the node shuts down)".into(),
                     ));
@@ -477,7 +505,11 @@ impl BackupWorker {
                         self.stats.pieces_reused.fetch_add(1, Ordering::Relaxed);
                         (*r).clone()
                     }
-                    _ => self.place(piece)?,
+                    _ => {
+                        let r = self.place(piece)?;
+                        placed.push(r.clone());
+                        r
+                    }
                 };
                 pieces.insert(id, r);
                 if n < PIECE {
@@ -490,7 +522,6 @@ impl BackupWorker {
                 pieces: ids,
             });
         }
-        let generation = prev.generation + 1;
         let listing = Listing {
             generation,
             taken_ms,
@@ -501,13 +532,9 @@ impl BackupWorker {
             .map_err(|e| BackupError::Restore(format!("cannot encode the listing: {e}")))?;
         let mut listing_refs = Vec::new();
         for piece in bytes.chunks(PIECE) {
-            match self.place(piece) {
-                Ok(r) => listing_refs.push(r),
-                Err(e) => {
-                    self.release(&listing_refs)?;
-                    return Err(e);
-                }
-            }
+            let r = self.place(piece)?;
+            placed.push(r.clone());
+            listing_refs.push(r);
         }
         let root = Root {
             version: ROOT_VERSION,
@@ -520,7 +547,6 @@ impl BackupWorker {
         let blob = seal_root(&self.master, &root)?;
         let kept = self.roots.put(root_slot(&self.master), generation, &blob);
         if kept == 0 {
-            self.release(&listing_refs)?;
             return Err(BackupError::Placement(
                 "no storage member kept the backup root".into(),
             ));
@@ -539,12 +565,13 @@ impl BackupWorker {
         let state = State {
             generation,
             taken_ms,
-            sequence,
+            sequence: 0,
             pieces: all,
         };
         let mut b = Batch::new();
         save_state(&mut b, &state)?;
         self.kv.write(b, true)?;
+        placed.clear(); // named by this generation now
         self.release(&gone)?;
         self.stats.generations.fetch_add(1, Ordering::Relaxed);
         self.stats

@@ -543,12 +543,13 @@ impl Node {
                     transport: backup_placer,
                     roots: crate::net::roots::Roots::new(on.client(), on.members.clone(), op),
                     book: book.clone(),
-                    params: Box::new(move || chunks.shard_params()),
+                    chunks,
                     data_dir: dir.root.clone(),
                     device: on.client().local_peer_id().to_bytes(),
                     period,
                     last_try: None,
-                    stats: Arc::new(backup::BackupStats::default()),
+                    last_sequence: None,
+                    stats: Arc::new(backup::BackupStats::from_index(kv.as_ref())),
                 };
                 backup_stats = Some(worker.stats.clone());
                 runner
@@ -556,9 +557,11 @@ impl Node {
                     .map_err(NodeError::Worker)?;
             }
         }
-        // Without a backup, no release waits for one.
+        // Backups turned off (`--no-backup`): no release waits for one.
+        // (Offline, or not the admin, the floor stays: a backup that
+        // exists still names what it names.)
         #[cfg(feature = "net")]
-        if backup_stats.is_none() && !ro {
+        if cfg.backup_every.is_none() && !ro {
             let mut b = crate::store::Batch::new();
             b.delete(Cf::Meta, crate::placement::RELEASE_FLOOR);
             kv.write(b, false).map_err(NodeError::Index)?;

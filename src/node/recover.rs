@@ -52,6 +52,18 @@ pub fn recover(
     progress: &dyn Fn(u64, u64),
 ) -> Result<Recovered, String> {
     let t = Instant::now();
+    const LEFTOVERS: [&str; 4] = ["net", "index.recovering", "recovered-backup", "master.key"];
+    let marker = data_dir.join("recovering");
+    let clean = |data_dir: &Path| {
+        for p in LEFTOVERS {
+            let path = data_dir.join(p);
+            let _ = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
+        }
+    };
+    // An earlier recovery here was interrupted (killed): what it left goes.
+    if marker.exists() && !data_dir.join("index").exists() {
+        clean(data_dir);
+    }
     if data_dir.join("master.key").exists()
         || data_dir.join("index").exists()
         || data_dir.join("net").join("network").exists()
@@ -62,15 +74,14 @@ pub fn recover(
         ));
     }
     std::fs::create_dir_all(data_dir).map_err(|e| format!("{}: {e}", data_dir.display()))?;
+    std::fs::write(&marker, b"").map_err(|e| format!("{}: {e}", marker.display()))?;
     let result = recover_into(data_dir, kit, setup, progress, t);
     if result.is_err() {
         // Nothing half-built: what this run created goes, so that it can
         // run again on the same (empty) data dir.
-        for p in ["net", "index.recovering", "recovered-backup"] {
-            let path = data_dir.join(p);
-            let _ = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
-        }
+        clean(data_dir);
     }
+    let _ = std::fs::remove_file(&marker);
     result
 }
 
