@@ -368,7 +368,7 @@ fn invalid_parameters_are_rejected() {
 }
 
 #[test]
-fn decode_from_contiguous_data_shards_round_trips_and_names_a_bad_shard() {
+fn decode_from_contiguous_data_shards_round_trips_and_fails_the_tag_on_damage() {
     let c = ces();
     for (k, m) in [(1, 0), (4, 2), (16, 2)] {
         for n in interesting_sizes(k) {
@@ -382,14 +382,35 @@ fn decode_from_contiguous_data_shards_round_trips_and_names_a_bad_shard() {
                     .decode_data_shards(&enc.manifest, data_shards.clone())
                     .unwrap();
                 assert_eq!(out, data, "k={k} m={m} n={n}");
-                // A flipped byte in any data shard is named, never decrypted.
-                let i = usize::from(k) - 1;
-                let mut bad = data_shards.clone();
-                bad[i * s] ^= 1;
-                assert!(matches!(
-                    c.decode_data_shards(&enc.manifest, bad),
-                    Err(CesError::CorruptShard { index, .. }) if usize::from(index) == i
-                ));
+                // A flipped byte anywhere in the payload (first byte, last
+                // byte of the tag) fails the tag: never wrong bytes. The
+                // full decode then names the shard.
+                let needed = enc.manifest.stored_len as usize + 16;
+                for at in [0, needed / 2, needed - 1] {
+                    let mut bad = data_shards.clone();
+                    bad[at] ^= 1;
+                    assert_eq!(
+                        c.decode_data_shards(&enc.manifest, bad.clone()),
+                        Err(CesError::AuthenticationFailed),
+                        "k={k} m={m} n={n} at={at}"
+                    );
+                    if m == 0 {
+                        continue;
+                    }
+                    let mut view: Vec<Option<&[u8]>> = bad.chunks(s).map(Some).collect();
+                    view.extend(enc.shards().skip(usize::from(k)).map(Some));
+                    let (out, report) = c.decode(&enc.manifest, &view).unwrap();
+                    assert_eq!(out, data);
+                    assert_eq!(report.corrupt, vec![(at / s) as u16], "{report:?}");
+                }
+                // Padding after the tag is no payload: a flip there reads
+                // the same (the scrubber's hash finds it).
+                if needed < data_shards.len() {
+                    let mut pad = data_shards.clone();
+                    let last = pad.len() - 1;
+                    pad[last] ^= 1;
+                    assert_eq!(c.decode_data_shards(&enc.manifest, pad).unwrap(), data);
+                }
                 // A short buffer (a truncated chunk file) is a typed error.
                 let mut short = data_shards.clone();
                 short.pop();
@@ -406,11 +427,11 @@ fn decode_from_contiguous_data_shards_round_trips_and_names_a_bad_shard() {
                         .decode_data_shards_at(&enc.manifest, at.clone(), offset)
                         .unwrap();
                     assert_eq!(out, data, "k={k} m={m} n={n} offset={offset}");
-                    at[offset + i * s + s / 2] ^= 1;
-                    assert!(matches!(
+                    at[offset + (needed - 1) / 2] ^= 1;
+                    assert_eq!(
                         c.decode_data_shards_at(&enc.manifest, at.clone(), offset),
-                        Err(CesError::CorruptShard { index, .. }) if usize::from(index) == i
-                    ));
+                        Err(CesError::AuthenticationFailed)
+                    );
                     at.pop();
                     assert!(matches!(
                         c.decode_data_shards_at(&enc.manifest, at, offset),

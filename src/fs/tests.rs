@@ -534,6 +534,51 @@ fn damaged_chunks_are_rebuilt_and_rewritten() {
     assert_eq!(fs.read(f.ino, 0, data.len() as u32).unwrap(), data);
 }
 
+/// Clean local reads trust the AEAD's tag and hash no shard: every kind of
+/// damage still reads right. A flipped byte in a data shard or in the tag
+/// fails the tag, and the read falls back to the full decode, which names
+/// the bad shard and repairs it; a parity shard's damage (flipped, or the
+/// file cut short in it) is not on the read path at all (the scrubber's
+/// hash finds it); a file cut into its data shards, with nothing to
+/// rebuild from, is EIO, never wrong bytes.
+#[test]
+fn clean_reads_trust_the_tag_and_every_damage_reads_right_or_fails() {
+    for case in ["data", "tag", "parity", "cut in parity", "cut in data"] {
+        let t = setup();
+        let data = random(64 * 1024, 23);
+        let f = write_closed(&t.fs, b"r", &data);
+        let manifests = crate::testutil::chunk_manifests(t.kv.as_ref());
+        assert_eq!(manifests.len(), 1);
+        let (id, m) = manifests.iter().next().unwrap();
+        let files = ChunkFiles::open(&t.dir.path().join("chunks")).unwrap();
+        let mut bytes = files.read_all(id).unwrap().unwrap();
+        let s = m.shard_len as usize;
+        let k = usize::from(m.params.k());
+        let needed = m.stored_len as usize + 16;
+        assert!(m.params.m() > 0 && needed <= k * s);
+        match case {
+            "data" => bytes[needed / 3] ^= 1,
+            "tag" => bytes[needed - 1] ^= 1,
+            "parity" => bytes[k * s + s / 2] ^= 1,
+            "cut in parity" => bytes.truncate(k * s + s / 2),
+            _ => bytes.truncate(k * s - 1),
+        }
+        files.write(id, &bytes, false).unwrap();
+        drop(t.fs);
+        let fs = open(&t.kv, &t.dir, cfg());
+        let got = fs.read(f.ino, 0, data.len() as u32);
+        match case {
+            "cut in data" => {
+                assert_eq!(got.map(|_| ()).map_err(|e| e.errno()), Err(nix::libc::EIO))
+            }
+            _ => assert_eq!(got.unwrap(), data, "{case}"),
+        }
+        let repaired = fs.data_stats().chunks_repaired;
+        let want = u64::from(matches!(case, "data" | "tag"));
+        assert_eq!(repaired, want, "{case}");
+    }
+}
+
 /// A repair rebuilds only the damaged shards, under the same manifest and
 /// nonce, without re-encoding: the record, the chunk file's name and every
 /// good shard stay byte for byte what they were (peers' copies of them

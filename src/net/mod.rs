@@ -32,6 +32,7 @@ pub mod guard;
 #[cfg(feature = "net")]
 pub mod held;
 /// A simulated slow link (tests and benchmarks).
+#[cfg(feature = "net")]
 pub mod impair;
 #[cfg(feature = "net")]
 pub mod member;
@@ -40,6 +41,7 @@ pub mod online;
 #[cfg(feature = "net")]
 pub mod remote;
 /// Index backup roots on the storage members; recovery of a lost device.
+#[cfg(feature = "net")]
 pub mod roots;
 #[cfg(feature = "net")]
 pub mod roster;
