@@ -291,58 +291,34 @@ pub fn join(
     deadline: Duration,
 ) -> Result<Welcome, NetError> {
     let (invite, body) = Invite::parse(token)?;
-    let runtime = runtime()?;
-    let local = keypair.public().to_peer_id();
-    let guard = Arc::new(Guard::new(GuardConfig::default()));
-    let cfg = NetConfig::new(keypair.clone(), Vec::new());
-    let entered = runtime.enter();
-    let swarm = build_swarm(&cfg, guard.clone(), None)?;
-    let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
-    let task = Task::new(swarm, local, None, guard.clone(), None, cfg.join_window);
-    runtime.spawn(task.run(rx));
-    drop(entered);
-    // A network of its own for the exchange: dropped (runtime and all)
-    // when this returns.
-    let net = Network {
-        client: NetClient { tx, local },
-        guard,
-        runtime: Some(runtime),
+    let targets: Vec<(PeerId, Vec<Multiaddr>)> = body
+        .bootstrap
+        .iter()
+        .filter_map(|(peer, peer_addrs)| {
+            Some((
+                PeerId::from_bytes(peer).ok()?,
+                peer_addrs.iter().filter_map(|a| a.parse().ok()).collect(),
+            ))
+        })
+        .collect();
+    if targets.is_empty() {
+        return Err(NetError::Transport(
+            "the invite names no node to dial".into(),
+        ));
+    }
+    let request = MemberRequest::Join {
+        invite,
+        role,
+        name: name.to_owned(),
+        addrs: addrs.iter().map(|a| a.to_string()).collect(),
     };
-    let client = net.client();
-    let until = Instant::now() + deadline;
-    let mut last = NetError::Transport("the invite names no node to dial".into());
-    for (peer, peer_addrs) in &body.bootstrap {
-        let Ok(peer) = PeerId::from_bytes(peer) else {
-            continue;
-        };
-        let addresses: Vec<Multiaddr> = peer_addrs.iter().filter_map(|a| a.parse().ok()).collect();
-        let left = until.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            break;
-        }
-        let request = MemberRequest::Join {
-            invite: invite.clone(),
-            role,
-            name: name.to_owned(),
-            addrs: addrs.iter().map(|a| a.to_string()).collect(),
-        };
-        match client.call(left, |reply| Command::Join {
-            peer,
-            addresses,
-            request,
-            reply,
-        }) {
-            Ok(MemberResponse::Welcome { network, roster }) => {
-                return Ok(Welcome { network, roster });
-            }
-            Ok(MemberResponse::Refused(why)) => return Err(NetError::JoinRefused(why)),
-            Ok(MemberResponse::Roster { .. } | MemberResponse::Recovered { .. }) => {
-                last = NetError::Transport("unexpected answer to a join".into());
-            }
-            Err(e) => last = e,
+    match ask_as_stranger(keypair, &targets, |_| request.clone(), deadline)?.1 {
+        MemberResponse::Welcome { network, roster } => Ok(Welcome { network, roster }),
+        MemberResponse::Refused(why) => Err(NetError::JoinRefused(why)),
+        MemberResponse::Roster { .. } | MemberResponse::Recovered { .. } => {
+            Err(NetError::Transport("unexpected answer to a join".into()))
         }
     }
-    Err(last)
 }
 
 /// Asks the nodes `targets`, in turn, a membership request as a stranger
@@ -374,11 +350,11 @@ pub fn ask_as_stranger(
     let client = net.client();
     let until = Instant::now() + deadline;
     let mut last = NetError::Transport("no node to ask".into());
+    // One silent node does not use up the others' time.
+    let share = (deadline / u32::try_from(targets.len()).unwrap_or(u32::MAX).max(1))
+        .max(Duration::from_secs(5));
     for (peer, addresses) in targets {
-        // One silent node does not use up the others' time.
-        let left = until
-            .saturating_duration_since(Instant::now())
-            .min(Duration::from_secs(10));
+        let left = until.saturating_duration_since(Instant::now()).min(share);
         if left.is_zero() {
             break;
         }

@@ -31,7 +31,7 @@
 //! its pieces' ids.
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -489,7 +489,7 @@ impl BackupWorker {
                         "stopped (the node shuts down)".into(),
                     ));
                 }
-                let n = read_full(&mut f, &mut buf).map_err(io(&path))?;
+                let n = crate::store::read_full(&mut f, &mut buf).map_err(io(&path))?;
                 if n == 0 {
                     break;
                 }
@@ -581,20 +581,6 @@ impl BackupWorker {
         info!(generation, kept_by = kept, "index backed up");
         Ok(generation)
     }
-}
-
-/// Reads until `buf` is full or the end of the file.
-fn read_full(f: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(r) => n += r,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 impl Worker for BackupWorker {

@@ -456,6 +456,20 @@ fn scan_from<'a>(prefix: &'a [u8], start: &'a [u8]) -> &'a [u8] {
     if start > prefix { start } else { prefix }
 }
 
+/// Reads until `buf` is full or the reader ends; how many bytes it read.
+pub fn read_full(r: &mut impl io::Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(got) => n += got,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
