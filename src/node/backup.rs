@@ -138,8 +138,6 @@ pub struct Root {
 struct State {
     generation: u64,
     taken_ms: u64,
-    /// Unused (0): the worker keeps the index's sequence in memory.
-    sequence: u64,
     /// Every piece it names (the files' and the listing's).
     pieces: Vec<PieceRef>,
 }
@@ -301,7 +299,6 @@ pub fn mark_adopted(data_dir: &Path, root: &Root, listing: &Listing) -> Result<(
     let s = State {
         generation: root.generation,
         taken_ms: root.taken_ms,
-        sequence: 0,
         pieces,
     };
     let v = postcard::to_allocvec(&s)
@@ -565,7 +562,6 @@ impl BackupWorker {
         let state = State {
             generation,
             taken_ms,
-            sequence: 0,
             pieces: all,
         };
         let mut b = Batch::new();

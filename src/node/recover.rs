@@ -93,11 +93,7 @@ fn recover_into(
     t: Instant,
 ) -> Result<Recovered, String> {
     let master = MasterKey::from_bytes(kit.master);
-    let recovery = Recovery {
-        admin: zeroize::Zeroizing::new(kit.admin),
-        network: kit.network,
-        peers: kit.peers.clone(),
-    };
+    let recovery = recovery_of(kit);
     let mut setup = setup.clone();
     setup.join = None;
     setup.recover = Some(Arc::new(recovery));
@@ -170,11 +166,7 @@ fn recover_into(
 /// nothing anywhere. The generation and its age, or why not.
 pub fn dry_run(kit: &KitContents, deadline: Duration) -> Result<serde_json::Value, String> {
     let master = MasterKey::from_bytes(kit.master);
-    let recovery = Recovery {
-        admin: zeroize::Zeroizing::new(kit.admin),
-        network: kit.network,
-        peers: kit.peers.clone(),
-    };
+    let recovery = recovery_of(kit);
     let (roster, root) = recovery
         .probe(backup::root_slot(&master), deadline)
         .map_err(|e| format!("the kit's storage members: {e}"))?;
@@ -216,4 +208,13 @@ pub fn kit_of(root: &Path) -> Result<KitContents, String> {
         network: material.network,
         peers: material.peers,
     })
+}
+
+/// What the network layer needs of a kit.
+fn recovery_of(kit: &KitContents) -> Recovery {
+    Recovery {
+        admin: zeroize::Zeroizing::new(kit.admin),
+        network: kit.network,
+        peers: kit.peers.clone(),
+    }
 }
