@@ -721,3 +721,67 @@ fn stat_shows_blocks_from_the_size_and_directories_of_size_0() {
         "{out}"
     );
 }
+
+/// The FUSE read requests the daemon answered so far (its metrics
+/// endpoint, started with `--metrics 127.0.0.1:0`; the address is in its
+/// log).
+fn fuse_reads(m: &Mount) -> u64 {
+    use std::io::{Read, Write};
+    let log = m.log_text();
+    let addr = log
+        .rsplit("metrics at http://")
+        .next()
+        .and_then(|t| t.split("/metrics").next())
+        .filter(|a| log.contains("metrics at http://") && !a.is_empty())
+        .unwrap_or_else(|| panic!("no metrics address in the log:\n{log}"))
+        .to_owned();
+    let mut c = std::net::TcpStream::connect(&addr).expect("metrics endpoint");
+    c.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(c, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").expect("request");
+    let mut out = String::new();
+    c.read_to_string(&mut out).expect("response");
+    out.lines()
+        .find_map(|l| {
+            l.strip_prefix("pangea_fuse_op_seconds_count{op=\"read\"} ")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+/// A file read again is served from the kernel's page cache (opens keep
+/// it: FOPEN_KEEP_CACHE), and every change through the mount is seen at
+/// once by the next read: a write in the middle, an append, a truncate, a
+/// rename over it, and a fresh mount.
+#[test]
+fn rereads_come_from_the_page_cache_and_every_change_is_seen() {
+    let mut m = Mount::unstarted(None);
+    m.args.extend(["--metrics".into(), "127.0.0.1:0".into()]);
+    m.start();
+    m.sh_ok("head -c 3000000 /dev/urandom > f && cp f \"$S/f\" && sync f");
+    m.remount();
+    m.sh_ok("cmp f \"$S/f\"");
+    let after_first = fuse_reads(&m);
+    assert!(after_first > 0, "the first read after a mount reads the daemon");
+    m.sh_ok("cmp f \"$S/f\" && cat f > /dev/null");
+    assert_eq!(
+        fuse_reads(&m),
+        after_first,
+        "reading an unchanged file again asked the daemon"
+    );
+    m.sh_ok(
+        r#"
+        printf 'middle' | dd of=f bs=1 seek=1000000 conv=notrunc status=none
+        printf 'middle' | dd of="$S/f" bs=1 seek=1000000 conv=notrunc status=none
+        cmp f "$S/f"
+        printf 'tail' >> f && printf 'tail' >> "$S/f" && cmp f "$S/f"
+        truncate -s 123457 f && truncate -s 123457 "$S/f" && cmp f "$S/f"
+        head -c 5000 /dev/urandom > g && cp g "$S/g"
+        mv g f && cmp f "$S/g"
+        "#,
+    );
+    m.remount();
+    m.sh_ok("cmp f \"$S/g\"");
+}

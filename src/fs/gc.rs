@@ -13,8 +13,8 @@ use crate::store::{Batch, Cf};
 /// Chunk files whose deletion waits for one shared WAL sync.
 const GC_BATCH: usize = 64;
 
-/// With less free space than this (or than 1/20 of the disk), chunk files
-/// are deleted at once (a WAL sync each time) instead of in batches.
+/// With less free space than this, plus twice the bytes still buffered in
+/// memory, the disk is low ([`Fs::disk_is_low`]).
 const GC_NOW_BELOW_FREE_BYTES: u64 = 1 << 30;
 
 impl Fs {
@@ -46,7 +46,13 @@ impl Fs {
     /// what was stored.
     pub fn disk_is_low(&self) -> bool {
         self.chunks.local().files().disk_usage().map_or(true, |u| {
-            u.available_bytes < GC_NOW_BELOW_FREE_BYTES.max(u.total_bytes / 20)
+            // What the deferred stores can still need: the buffered bytes
+            // (at most `dirty_limit`, plus those being encoded), encoded
+            // with parity, and a margin for the index. Not a share of the
+            // disk: 5 % of a large disk is many gigabytes, and below it
+            // every close(2) would store on the caller's path.
+            let buffered = self.dirty_total.load(std::sync::atomic::Ordering::Relaxed);
+            u.available_bytes < GC_NOW_BELOW_FREE_BYTES.saturating_add(buffered.saturating_mul(2))
         })
     }
 
