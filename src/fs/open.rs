@@ -212,22 +212,22 @@ impl Fs {
             .clone()
     }
 
-    /// Counts one more open of `ino`, after any release in progress (which
-    /// holds the file's lock): a last release stores the file's buffers,
-    /// or drops them if they cannot be stored, and an open must find the
-    /// result. If that release removed the entry meanwhile, the open counts
-    /// on a new one (never on the removed entry, where the count would be
-    /// lost).
+    /// Counts one more open of `ino`, without waiting for a release in
+    /// progress (which holds the file's lock while it stores the buffers):
+    /// the count is kept under the table's lock, where that release counts
+    /// down and decides whether it was the last. Counted first, the open
+    /// makes the release not the last one: the buffers (stored, or kept if
+    /// they could not be) stay with the entry, and this handle's reads and
+    /// writes take the file's lock after the store. Counted after the
+    /// release removed the entry, it counts on a new one. A program that
+    /// closes a file and opens it again (rsync sets the mode through a new
+    /// descriptor) does not wait for the encoding of what it wrote.
     pub(super) fn count_open(&self, ino: Ino) {
-        loop {
-            let s = self.state(ino);
-            let st = lock(&s);
-            let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-            if open.get(&ino).is_some_and(|e| Arc::ptr_eq(&e.state, &s)) {
-                st.a().opens += 1;
-                return;
-            }
-        }
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let e = open
+            .entry(ino)
+            .or_insert_with(|| new_entry(&self.dirty_total));
+        pending(&e.attrs).opens += 1;
     }
 
     pub(super) fn existing_state(&self, ino: Ino) -> Option<Arc<Mutex<OpenFile>>> {
@@ -365,9 +365,10 @@ impl Fs {
         };
         let mut st = lock(&s);
         let flushed = self.flush_file(ino, &mut st);
-        // The count and the removal under the table's lock: an open waiting
-        // for this file's lock then finds the entry gone and starts afresh
-        // (`count_open`).
+        // The count and the removal under the table's lock, where opens
+        // count (`count_open`): an open counted meanwhile makes this
+        // release not the last; one counted after the removal starts a new
+        // entry.
         let last = {
             let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
             let mut a = st.a();

@@ -519,3 +519,120 @@ fn a_read_only_open_writes_nothing() {
     drop(fs);
     assert_eq!(disk.calls(), calls, "a read-only open wrote to the store");
 }
+
+/// A chunk store whose writes wait at a gate while it is closed.
+struct GatedChunks {
+    inner: Arc<dyn ChunkStore>,
+    /// (closed, writers waiting)
+    gate: std::sync::Mutex<(bool, usize)>,
+    changed: std::sync::Condvar,
+}
+
+impl GatedChunks {
+    fn set_closed(&self, closed: bool) {
+        self.gate.lock().unwrap().0 = closed;
+        self.changed.notify_all();
+    }
+
+    /// Waits until a writer waits at the closed gate.
+    fn wait_for_writer(&self) {
+        let g = self.gate.lock().unwrap();
+        let (g, timeout) = self
+            .changed
+            .wait_timeout_while(g, std::time::Duration::from_secs(10), |(_, n)| *n == 0)
+            .unwrap();
+        assert!(!timeout.timed_out() && g.1 > 0, "no chunk write reached the gate");
+    }
+}
+
+impl ChunkStore for GatedChunks {
+    fn write(&self, id: &[u8; 32], bytes: &[u8], sync: bool) -> Result<(), StoreError> {
+        let mut g = self.gate.lock().unwrap();
+        g.1 += 1;
+        self.changed.notify_all();
+        while g.0 {
+            g = self.changed.wait(g).unwrap();
+        }
+        g.1 -= 1;
+        drop(g);
+        self.inner.write(id, bytes, sync)
+    }
+    fn read_prefix_at(
+        &self,
+        id: &[u8; 32],
+        len: usize,
+        buf: Vec<u8>,
+    ) -> Result<Option<(Vec<u8>, usize)>, StoreError> {
+        self.inner.read_prefix_at(id, len, buf)
+    }
+    fn read_all(&self, id: &[u8; 32]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.read_all(id)
+    }
+    fn delete(&self, id: &[u8; 32]) -> Result<bool, StoreError> {
+        self.inner.delete(id)
+    }
+    fn sync(&self, id: &[u8; 32]) -> Result<bool, StoreError> {
+        self.inner.sync(id)
+    }
+    fn sync_dir(&self, id: &[u8; 32]) -> Result<(), StoreError> {
+        self.inner.sync_dir(id)
+    }
+    fn visit(&self, visit: &mut dyn FnMut(&[u8; 32], u64) -> bool) -> Result<(), StoreError> {
+        self.inner.visit(visit)
+    }
+    fn disk_usage(&self) -> Result<DiskUsage, StoreError> {
+        self.inner.disk_usage()
+    }
+}
+
+/// An open that arrives while the last release of the file stores its
+/// buffers does not wait for that store (rsync closes a file it wrote and
+/// opens it again to set its mode); the new handle reads what was written,
+/// and once every handle is closed the data is stored and survives a cut.
+#[test]
+fn an_open_does_not_wait_for_the_release_storing_the_file() {
+    let disk = SimDisk::new(8);
+    let chunks = Arc::new(GatedChunks {
+        inner: disk.chunks(),
+        gate: std::sync::Mutex::new((false, 0)),
+        changed: std::sync::Condvar::new(),
+    });
+    let cfg = FsConfig {
+        chunk_size: 64 * 1024,
+        inline_max: 64,
+        ..cfg()
+    };
+    let fs = Arc::new(Fs::new(disk.kv(), chunks.clone(), ces(), cfg, (0, 0)).unwrap());
+    let content = random(3 * 64 * 1024 + 777, 15);
+    let (ino, fh) = create(&fs, "f");
+    write_all(&fs, ino, &content);
+    chunks.set_closed(true);
+    let releasing = {
+        let fs = fs.clone();
+        std::thread::spawn(move || fs.release(fh))
+    };
+    chunks.wait_for_writer();
+    // The release is storing (held at the gate): an open returns anyway.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let opening = {
+        let fs = fs.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(fs.open(ino, false));
+        })
+    };
+    let opened = rx.recv_timeout(std::time::Duration::from_secs(5));
+    chunks.set_closed(false);
+    let fh2 = opened
+        .expect("the open waited for the release storing the file")
+        .unwrap();
+    opening.join().unwrap();
+    releasing.join().unwrap().unwrap();
+    assert_eq!(fs.read(ino, 0, content.len() as u32).unwrap(), content);
+    fs.release(fh2).unwrap();
+    fs.sync_all().unwrap();
+    drop(fs);
+    disk.power_cut();
+    let fs = open(&disk);
+    assert_eq!(read_file(&fs, "f").unwrap(), content);
+    assert_consistent(&disk);
+}
