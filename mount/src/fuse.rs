@@ -437,12 +437,20 @@ impl Filesystem for FuseFs {
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let _t = self.ops.time("open");
         match self.fs.open(Ino(ino.0), flags.0 & libc::O_TRUNC != 0) {
-            // The kernel keeps the file's page cache across opens: every
-            // change of a file's bytes goes through this kernel (writes,
-            // truncates, fallocate, copy_file_range), which updates or drops
-            // its cached pages itself; the daemon never changes a file's
-            // bytes behind it. A file read again is then served from memory.
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+            // The kernel keeps the file's page cache across opens, so a
+            // file read again is served from memory: every change of a
+            // file's bytes goes through this kernel (writes, truncates,
+            // fallocate), which updates or drops its cached pages itself.
+            // Not after a change failed here (`Fs::keep_cache`): then the
+            // kernel drops them at this open.
+            Ok(fh) => reply.opened(
+                FileHandle(fh),
+                if self.fs.keep_cache(Ino(ino.0)) {
+                    FopenFlags::FOPEN_KEEP_CACHE
+                } else {
+                    FopenFlags::empty()
+                },
+            ),
             Err(e) => reply.error(errno(&e)),
         }
     }

@@ -42,8 +42,9 @@ impl Fs {
     pub fn fsync(&self, ino: Ino) -> FsResult<()> {
         if let Some(s) = self.existing_state(ino) {
             let mut st = lock(&s);
-            self.shrink_chunks_of_small_synced_file(ino, &mut st)?;
-            self.flush_file(ino, &mut st)?;
+            self.shrink_chunks_of_small_synced_file(ino, &mut st)
+                .and_then(|()| self.flush_file(ino, &mut st))
+                .inspect_err(|_| self.suspect_cache(ino))?;
         }
         self.sync_index()?;
         self.sync_remote(ino)

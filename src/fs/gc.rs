@@ -42,16 +42,18 @@ impl Fs {
     /// Is the data dir's disk nearly full? Then deletions are not batched
     /// (the space is what the user is waiting for), and close(2) and the
     /// last release store a file's buffers on the caller's path, so that an
-    /// ENOSPC reaches the writer and whoever opens the file next finds only
-    /// what was stored.
+    /// ENOSPC reaches the writer.
     pub fn disk_is_low(&self) -> bool {
         self.chunks.local().files().disk_usage().map_or(true, |u| {
-            // What the deferred stores can still need: the buffered bytes
-            // (at most `dirty_limit`, plus those being encoded), encoded
-            // with parity, and a margin for the index. Not a share of the
-            // disk: 5 % of a large disk is many gigabytes, and below it
-            // every close(2) would store on the caller's path.
-            let buffered = self.dirty_total.load(std::sync::atomic::Ordering::Relaxed);
+            // What the deferred stores can still need: the bytes buffered
+            // in memory (at most `dirty_limit`, plus those being encoded)
+            // and spilled to staging files (which stay until every slot is
+            // stored), encoded with parity (at most 2x), and a margin for
+            // the index. Not a share of the disk: 5 % of a large disk is
+            // many gigabytes, and below it every close(2) would store on
+            // the caller's path.
+            let buffered = self.dirty_total.load(std::sync::atomic::Ordering::Relaxed)
+                + self.staged_total.load(std::sync::atomic::Ordering::Relaxed);
             u.available_bytes < GC_NOW_BELOW_FREE_BYTES.saturating_add(buffered.saturating_mul(2))
         })
     }

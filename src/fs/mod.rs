@@ -221,9 +221,14 @@ pub struct Fs {
     open: Mutex<HashMap<Ino, open::OpenEntry>>,
     /// File handle → inode.
     handles: Mutex<HashMap<u64, Ino>>,
+    /// Files whose kernel page cache may hold bytes they do not have
+    /// (`Fs::keep_cache`).
+    cache_suspect: Mutex<std::collections::HashSet<Ino>>,
     next_fh: AtomicU64,
     /// Bytes held in write buffers across all files (see `buffers`).
     dirty_total: Arc<AtomicU64>,
+    /// Bytes spilled to staging files across all files (`open::Staged`).
+    staged_total: Arc<AtomicU64>,
     /// Chunk files to delete after the next WAL sync (see `collect_garbage`).
     gc_pending: Mutex<Vec<(FileId, u64)>>,
     /// Inode → references the kernel holds (FUSE's lookup count, see
@@ -413,8 +418,10 @@ impl Fs {
             next_ino: AtomicU64::new(next),
             open: Mutex::new(HashMap::new()),
             handles: Mutex::new(HashMap::new()),
+            cache_suspect: Mutex::new(std::collections::HashSet::new()),
             next_fh: AtomicU64::new(1),
             dirty_total: Arc::new(AtomicU64::new(0)),
+            staged_total: Arc::new(AtomicU64::new(0)),
             gc_pending: Mutex::new(Vec::new()),
             lookups: Mutex::new(HashMap::new()),
             health: std::sync::OnceLock::new(),

@@ -705,7 +705,8 @@ impl Fs {
     /// setattr: mode, owner, size, times.
     pub fn setattr(&self, ctx: &Ctx, ino: Ino, attr: &SetAttr) -> FsResult<Inode> {
         if let Some(size) = attr.size {
-            self.truncate(ino, size)?;
+            self.truncate(ino, size)
+                .inspect_err(|_| self.suspect_cache(ino))?;
         }
         let _g = self.lock_ns();
         let mut inode = self.load(ino)?;

@@ -53,7 +53,7 @@ pub(crate) struct OpenFile {
     pub(super) extents_at: u64,
     /// Slots spilled to the staging file (slot → bytes): written there in
     /// place, encoded at the next flush. Newer than any in-flight version.
-    pub(super) staged: BTreeMap<u64, usize>,
+    pub(super) staged: Staged,
     /// The staging file (unlinked, O_TMPFILE): slot i at i·chunk_size.
     pub(super) staging: Option<std::fs::File>,
 }
@@ -169,8 +169,59 @@ pub(super) fn open_staging(dir: &std::path::Path) -> FsResult<std::fs::File> {
         .map_err(|e| FsError::from(StoreError::from(e)))
 }
 
+/// The slots of a file spilled to its staging file (slot → bytes), counted
+/// in the total across all files (`Fs::staged_total`: storing them needs
+/// that much room again, which `Fs::disk_is_low` counts). Read through
+/// `Deref`; every change goes through the methods that keep the count.
+#[derive(Debug)]
+pub(crate) struct Staged {
+    slots: BTreeMap<u64, usize>,
+    total: Arc<AtomicU64>,
+}
+
+impl Staged {
+    pub(super) fn new(total: Arc<AtomicU64>) -> Staged {
+        Staged {
+            slots: BTreeMap::new(),
+            total,
+        }
+    }
+
+    pub(super) fn insert(&mut self, index: u64, len: usize) {
+        let old = self.slots.insert(index, len).unwrap_or(0);
+        self.total.fetch_add(len as u64, Ordering::Relaxed);
+        self.total.fetch_sub(old as u64, Ordering::Relaxed);
+    }
+
+    pub(super) fn remove(&mut self, index: &u64) -> Option<usize> {
+        let old = self.slots.remove(index)?;
+        self.total.fetch_sub(old as u64, Ordering::Relaxed);
+        Some(old)
+    }
+
+    pub(super) fn clear(&mut self) {
+        let n: usize = self.slots.values().sum();
+        self.slots.clear();
+        self.total.fetch_sub(n as u64, Ordering::Relaxed);
+    }
+}
+
+impl std::ops::Deref for Staged {
+    type Target = BTreeMap<u64, usize>;
+    fn deref(&self) -> &Self::Target {
+        &self.slots
+    }
+}
+
+impl Drop for Staged {
+    /// Whatever is still staged leaves the shared total with the file.
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
 /// A fresh entry of the open-file table.
-fn new_entry(total: &Arc<AtomicU64>) -> OpenEntry {
+fn new_entry(total: &Arc<AtomicU64>, staged_total: &Arc<AtomicU64>) -> OpenEntry {
     let attrs = Arc::new(Mutex::new(Pending::default()));
     let state = OpenFile {
         attrs: attrs.clone(),
@@ -186,7 +237,7 @@ fn new_entry(total: &Arc<AtomicU64>) -> OpenEntry {
         view: None,
         extents: HashMap::new(),
         extents_at: 0,
-        staged: BTreeMap::new(),
+        staged: Staged::new(staged_total.clone()),
         staging: None,
     };
     OpenEntry {
@@ -207,7 +258,7 @@ impl Fs {
     pub(super) fn state(&self, ino: Ino) -> Arc<Mutex<OpenFile>> {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         open.entry(ino)
-            .or_insert_with(|| new_entry(&self.dirty_total))
+            .or_insert_with(|| new_entry(&self.dirty_total, &self.staged_total))
             .state
             .clone()
     }
@@ -216,18 +267,36 @@ impl Fs {
     /// progress (which holds the file's lock while it stores the buffers):
     /// the count is kept under the table's lock, where that release counts
     /// down and decides whether it was the last. Counted first, the open
-    /// makes the release not the last one: the buffers (stored, or kept if
-    /// they could not be) stay with the entry, and this handle's reads and
-    /// writes take the file's lock after the store. Counted after the
-    /// release removed the entry, it counts on a new one. A program that
-    /// closes a file and opens it again (rsync sets the mode through a new
-    /// descriptor) does not wait for the encoding of what it wrote.
+    /// makes the release not the last one: the buffers (stored, or kept
+    /// for the next try if they could not be) stay with the entry, and this
+    /// handle's reads and writes take the file's lock after the store.
+    /// Counted after the release removed the entry, it counts on a new one.
+    /// A program that closes a file and opens it again (rsync sets the mode
+    /// through a new descriptor) does not wait for the encoding of what it
+    /// wrote.
+    ///
+    /// Except when the disk is low ([`Fs::disk_is_low`]), where stores fail:
+    /// then an open waits for a release in progress, which stores the
+    /// buffers or drops what it cannot store, so that the new handle does
+    /// not read buffers whose store already failed (and their error).
     pub(super) fn count_open(&self, ino: Ino) {
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        let e = open
-            .entry(ino)
-            .or_insert_with(|| new_entry(&self.dirty_total));
-        pending(&e.attrs).opens += 1;
+        if !self.disk_is_low() {
+            let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+            let e = open
+                .entry(ino)
+                .or_insert_with(|| new_entry(&self.dirty_total, &self.staged_total));
+            pending(&e.attrs).opens += 1;
+            return;
+        }
+        loop {
+            let s = self.state(ino);
+            let st = lock(&s);
+            let open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+            if open.get(&ino).is_some_and(|e| Arc::ptr_eq(&e.state, &s)) {
+                st.a().opens += 1;
+                return;
+            }
+        }
     }
 
     pub(super) fn existing_state(&self, ino: Ino) -> Option<Arc<Mutex<OpenFile>>> {
@@ -324,9 +393,31 @@ impl Fs {
         let ino = self.handle_ino(fh)?;
         if let Some(s) = self.existing_state(ino) {
             let mut st = lock(&s);
-            self.flush_file(ino, &mut st)?;
+            self.flush_file(ino, &mut st)
+                .inspect_err(|_| self.suspect_cache(ino))?;
         }
         Ok(())
+    }
+
+    /// May the kernel keep its cached pages of `ino` at this open? Not
+    /// after a change of the file's bytes failed here (a write, truncate,
+    /// punched hole or store): the kernel may cache bytes that the file
+    /// does not have (a failed write's, or buffers that a failed last
+    /// release dropped). Answering no makes the kernel drop its pages, once.
+    pub fn keep_cache(&self, ino: Ino) -> bool {
+        !self
+            .cache_suspect
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&ino)
+    }
+
+    /// Notes that the kernel's cached pages of `ino` may be wrong.
+    pub(super) fn suspect_cache(&self, ino: Ino) {
+        self.cache_suspect
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(ino);
     }
 
     /// close(2) of one descriptor (FUSE's flush). The kernel does not make
@@ -365,6 +456,9 @@ impl Fs {
         };
         let mut st = lock(&s);
         let flushed = self.flush_file(ino, &mut st);
+        if flushed.is_err() {
+            self.suspect_cache(ino);
+        }
         // The count and the removal under the table's lock, where opens
         // count (`count_open`): an open counted meanwhile makes this
         // release not the last; one counted after the removal starts a new

@@ -520,9 +520,11 @@ fn a_read_only_open_writes_nothing() {
     assert_eq!(disk.calls(), calls, "a read-only open wrote to the store");
 }
 
-/// A chunk store whose writes wait at a gate while it is closed.
+/// A chunk store whose writes wait at a gate while it is closed, and fail
+/// with ENOSPC while `full` is set.
 struct GatedChunks {
     inner: Arc<dyn ChunkStore>,
+    full: AtomicBool,
     /// (closed, writers waiting)
     gate: std::sync::Mutex<(bool, usize)>,
     changed: std::sync::Condvar,
@@ -541,7 +543,10 @@ impl GatedChunks {
             .changed
             .wait_timeout_while(g, std::time::Duration::from_secs(10), |(_, n)| *n == 0)
             .unwrap();
-        assert!(!timeout.timed_out() && g.1 > 0, "no chunk write reached the gate");
+        assert!(
+            !timeout.timed_out() && g.1 > 0,
+            "no chunk write reached the gate"
+        );
     }
 }
 
@@ -555,6 +560,11 @@ impl ChunkStore for GatedChunks {
         }
         g.1 -= 1;
         drop(g);
+        if self.full.load(Ordering::Relaxed) {
+            return Err(StoreError::from(std::io::Error::from_raw_os_error(
+                nix::libc::ENOSPC,
+            )));
+        }
         self.inner.write(id, bytes, sync)
     }
     fn read_prefix_at(
@@ -594,6 +604,7 @@ fn an_open_does_not_wait_for_the_release_storing_the_file() {
     let disk = SimDisk::new(8);
     let chunks = Arc::new(GatedChunks {
         inner: disk.chunks(),
+        full: AtomicBool::new(false),
         gate: std::sync::Mutex::new((false, 0)),
         changed: std::sync::Condvar::new(),
     });
@@ -612,6 +623,16 @@ fn an_open_does_not_wait_for_the_release_storing_the_file() {
         std::thread::spawn(move || fs.release(fh))
     };
     chunks.wait_for_writer();
+    // The writer at the gate may be an encoder job of a full slot: wait
+    // until the release holds the file (it stores under its lock).
+    let t0 = std::time::Instant::now();
+    while fs.existing_state(ino).is_some_and(|s| s.try_lock().is_ok()) {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(10),
+            "the release never took the file"
+        );
+        std::thread::yield_now();
+    }
     // The release is storing (held at the gate): an open returns anyway.
     let (tx, rx) = std::sync::mpsc::channel();
     let opening = {
@@ -635,4 +656,59 @@ fn an_open_does_not_wait_for_the_release_storing_the_file() {
     let fs = open(&disk);
     assert_eq!(read_file(&fs, "f").unwrap(), content);
     assert_consistent(&disk);
+}
+
+/// A change of a file's bytes that fails in the daemon (here a last
+/// release that cannot store the buffers, which it then drops) makes the
+/// next open let the kernel drop its cached pages (`Fs::keep_cache`), once:
+/// they may hold the bytes of writes the file no longer has.
+#[test]
+fn a_failed_store_makes_the_next_open_drop_the_kernel_page_cache() {
+    let disk = SimDisk::new(9);
+    let chunks = Arc::new(GatedChunks {
+        inner: disk.chunks(),
+        full: AtomicBool::new(false),
+        gate: std::sync::Mutex::new((false, 0)),
+        changed: std::sync::Condvar::new(),
+    });
+    let cfg = FsConfig {
+        chunk_size: 64 * 1024,
+        inline_max: 64,
+        dirty_limit: 1 << 20,
+        ..cfg()
+    };
+    let fs = Fs::new(disk.kv(), chunks.clone(), ces(), cfg, (0, 0)).unwrap();
+    let old = random(100_000, 16);
+    let (ino, fh) = create(&fs, "f");
+    write_all(&fs, ino, &old);
+    fs.release(fh).unwrap();
+    assert!(fs.keep_cache(ino), "nothing failed: the cache is kept");
+    let fh = fs.open(ino, false).unwrap();
+    fs.write(ino, 10, b"new bytes the disk cannot take")
+        .unwrap();
+    chunks.full.store(true, Ordering::Relaxed);
+    assert!(fs.release(fh).is_err(), "the store failed");
+    chunks.full.store(false, Ordering::Relaxed);
+    assert_eq!(
+        read_file(&fs, "f").unwrap(),
+        old,
+        "the dropped write is gone"
+    );
+    assert!(
+        !fs.keep_cache(ino),
+        "the next open must drop the cached pages"
+    );
+    assert!(fs.keep_cache(ino), "only once");
+    // A write that fails (the file's buffers over the limit, stored now).
+    let fh = fs.open(ino, false).unwrap();
+    chunks.full.store(true, Ordering::Relaxed);
+    let big = random(4 << 20, 17);
+    let failed = big
+        .chunks(1 << 20)
+        .enumerate()
+        .any(|(i, piece)| fs.write(ino, (i << 20) as u64, piece).is_err());
+    chunks.full.store(false, Ordering::Relaxed);
+    assert!(failed, "a write over the buffer limit stores, and fails");
+    assert!(!fs.keep_cache(ino), "a failed write drops the cached pages");
+    let _ = fs.release(fh);
 }

@@ -23,8 +23,15 @@ pub const SYNCED_CHUNK_SIZE: u32 = 32 * 1024;
 const SMALL_SYNCED_FILE: u64 = 1 << 20;
 
 impl Fs {
-    /// Writes `data` at `offset`; returns the bytes written.
+    /// Writes `data` at `offset`; returns the bytes written. On an error
+    /// the kernel's cached pages of the file may hold bytes that were not
+    /// written (`Fs::keep_cache`).
     pub fn write(&self, ino: Ino, offset: u64, data: &[u8]) -> FsResult<u32> {
+        self.write_at(ino, offset, data)
+            .inspect_err(|_| self.suspect_cache(ino))
+    }
+
+    fn write_at(&self, ino: Ino, offset: u64, data: &[u8]) -> FsResult<u32> {
         let end = offset
             .checked_add(data.len() as u64)
             .ok_or(FsError::FileTooBig)?;
@@ -163,6 +170,11 @@ impl Fs {
     /// fallocate: mode 0 (allocate, may extend) and KEEP_SIZE; PUNCH_HOLE
     /// with KEEP_SIZE zeroes the range. Other modes are not supported.
     pub fn fallocate(&self, ino: Ino, offset: u64, len: u64, mode: i32) -> FsResult<()> {
+        self.fallocate_at(ino, offset, len, mode)
+            .inspect_err(|_| self.suspect_cache(ino))
+    }
+
+    fn fallocate_at(&self, ino: Ino, offset: u64, len: u64, mode: i32) -> FsResult<()> {
         use nix::libc::{FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE};
         let end = offset.checked_add(len).ok_or(FsError::FileTooBig)?;
         if end > types::MAX_FILE_SIZE {

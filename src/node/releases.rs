@@ -7,9 +7,9 @@
 //!
 //! Rules: a full queue runs the release on the caller's thread
 //! (back-pressure), as does a nearly full disk ([`Fs::disk_is_low`]: then
-//! the release runs in order with the requests that follow, so whoever
-//! opens the file next finds only what was stored), as does a queue that
-//! no longer takes releases (draining, or no thread could be started).
+//! the release runs in order with the requests that follow), as does a
+//! queue that no longer takes releases (draining, or no thread could be
+//! started).
 //! [`Releases::drain`] runs every queued release, then stops the threads;
 //! it is a step of the node's shutdown, after the front end stopped.
 //!
