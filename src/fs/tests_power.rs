@@ -531,6 +531,25 @@ struct GatedChunks {
 }
 
 impl GatedChunks {
+    /// A core over `disk` whose chunk store is gated, with 64 KiB chunks
+    /// stored in chunk files (not inline) and `dirty_limit` bytes buffered.
+    fn fs_over(disk: &SimDisk, dirty_limit: usize) -> (Arc<GatedChunks>, Fs) {
+        let chunks = Arc::new(GatedChunks {
+            inner: disk.chunks(),
+            full: AtomicBool::new(false),
+            gate: std::sync::Mutex::new((false, 0)),
+            changed: std::sync::Condvar::new(),
+        });
+        let cfg = FsConfig {
+            chunk_size: 64 * 1024,
+            inline_max: 64,
+            dirty_limit,
+            ..cfg()
+        };
+        let fs = Fs::new(disk.kv(), chunks.clone(), ces(), cfg, (0, 0)).unwrap();
+        (chunks, fs)
+    }
+
     fn set_closed(&self, closed: bool) {
         self.gate.lock().unwrap().0 = closed;
         self.changed.notify_all();
@@ -602,18 +621,8 @@ impl ChunkStore for GatedChunks {
 #[test]
 fn an_open_does_not_wait_for_the_release_storing_the_file() {
     let disk = SimDisk::new(8);
-    let chunks = Arc::new(GatedChunks {
-        inner: disk.chunks(),
-        full: AtomicBool::new(false),
-        gate: std::sync::Mutex::new((false, 0)),
-        changed: std::sync::Condvar::new(),
-    });
-    let cfg = FsConfig {
-        chunk_size: 64 * 1024,
-        inline_max: 64,
-        ..cfg()
-    };
-    let fs = Arc::new(Fs::new(disk.kv(), chunks.clone(), ces(), cfg, (0, 0)).unwrap());
+    let (chunks, fs) = GatedChunks::fs_over(&disk, cfg().dirty_limit);
+    let fs = Arc::new(fs);
     let content = random(3 * 64 * 1024 + 777, 15);
     let (ino, fh) = create(&fs, "f");
     write_all(&fs, ino, &content);
@@ -665,19 +674,7 @@ fn an_open_does_not_wait_for_the_release_storing_the_file() {
 #[test]
 fn a_failed_store_makes_the_next_open_drop_the_kernel_page_cache() {
     let disk = SimDisk::new(9);
-    let chunks = Arc::new(GatedChunks {
-        inner: disk.chunks(),
-        full: AtomicBool::new(false),
-        gate: std::sync::Mutex::new((false, 0)),
-        changed: std::sync::Condvar::new(),
-    });
-    let cfg = FsConfig {
-        chunk_size: 64 * 1024,
-        inline_max: 64,
-        dirty_limit: 1 << 20,
-        ..cfg()
-    };
-    let fs = Fs::new(disk.kv(), chunks.clone(), ces(), cfg, (0, 0)).unwrap();
+    let (chunks, fs) = GatedChunks::fs_over(&disk, 1 << 20);
     let old = random(100_000, 16);
     let (ino, fh) = create(&fs, "f");
     write_all(&fs, ino, &old);
